@@ -1,0 +1,212 @@
+//! Defaulting of built-in types, applied on create and update as the upstream
+//! `SetDefaults_*` functions (pkg/apis/*/v1/defaults.go) and default admission do.
+
+use serde_json::{Map, Value, json};
+
+fn obj(v: &mut Value) -> Option<&mut Map<String, Value>> {
+    v.as_object_mut()
+}
+
+/// Inserts `value` at `key` when the key is absent or null.
+fn default_field(map: &mut Map<String, Value>, key: &str, value: Value) {
+    if map.get(key).is_none_or(Value::is_null) {
+        map.insert(key.to_string(), value);
+    }
+}
+
+/// Applies defaults to an object of the given group and kind, in place.
+pub fn apply(group: &str, kind: &str, object: &mut Value) {
+    match (group, kind) {
+        ("", "Pod") => {
+            if let Some(spec) = object.get_mut("spec") {
+                pod_spec(spec);
+            }
+        }
+        ("apps", "Deployment") => deployment(object),
+        ("apps", "ReplicaSet") => {
+            if let Some(spec) = object.get_mut("spec").and_then(obj) {
+                default_field(spec, "replicas", json!(1));
+                if let Some(ps) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+                    pod_spec(ps);
+                }
+            }
+            copy_template_labels(object);
+        }
+        ("", "Namespace") => {
+            let m = object.as_object_mut().expect("object");
+            let spec = m.entry("spec").or_insert_with(|| json!({}));
+            if let Some(spec) = spec.as_object_mut() {
+                default_field(spec, "finalizers", json!(["kubernetes"]));
+            }
+            let status = m.entry("status").or_insert_with(|| json!({}));
+            if let Some(status) = status.as_object_mut() {
+                default_field(status, "phase", json!("Active"));
+            }
+        }
+        ("", "Service") => service(object),
+        _ => {}
+    }
+}
+
+/// Upstream: a Deployment/ReplicaSet without `metadata.labels` gets the template's labels.
+fn copy_template_labels(object: &mut Value) {
+    let labels = object.pointer("/spec/template/metadata/labels").cloned();
+    if let (Some(labels), Some(meta)) = (labels, object.get_mut("metadata").and_then(obj)) {
+        if meta.get("labels").is_none_or(|l| l.as_object().is_none_or(Map::is_empty)) {
+            meta.insert("labels".into(), labels);
+        }
+    }
+}
+
+fn deployment(object: &mut Value) {
+    if let Some(spec) = object.get_mut("spec").and_then(obj) {
+        default_field(spec, "replicas", json!(1));
+        default_field(spec, "revisionHistoryLimit", json!(10));
+        default_field(spec, "progressDeadlineSeconds", json!(600));
+        let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+        if let Some(s) = strategy.as_object_mut() {
+            default_field(s, "type", json!("RollingUpdate"));
+            if s.get("type") == Some(&json!("RollingUpdate")) {
+                let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
+                if let Some(ru) = ru.as_object_mut() {
+                    default_field(ru, "maxUnavailable", json!("25%"));
+                    default_field(ru, "maxSurge", json!("25%"));
+                }
+            }
+        }
+        if let Some(ps) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+            pod_spec(ps);
+        }
+    }
+    copy_template_labels(object);
+}
+
+fn service(object: &mut Value) {
+    if let Some(spec) = object.get_mut("spec").and_then(obj) {
+        default_field(spec, "type", json!("ClusterIP"));
+        default_field(spec, "sessionAffinity", json!("None"));
+        if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+            for p in ports.iter_mut().filter_map(obj) {
+                default_field(p, "protocol", json!("TCP"));
+                if let Some(port) = p.get("port").cloned() {
+                    default_field(p, "targetPort", port);
+                }
+            }
+        }
+    }
+}
+
+fn probe(p: &mut Value) {
+    if let Some(p) = obj(p) {
+        default_field(p, "timeoutSeconds", json!(1));
+        default_field(p, "periodSeconds", json!(10));
+        default_field(p, "successThreshold", json!(1));
+        default_field(p, "failureThreshold", json!(3));
+        if let Some(h) = p.get_mut("httpGet").and_then(obj) {
+            default_field(h, "path", json!("/"));
+            default_field(h, "scheme", json!("HTTP"));
+        }
+    }
+}
+
+fn container(c: &mut Value) {
+    let Some(c) = obj(c) else { return };
+    let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let policy = if image_tag(&image).is_none_or(|t| t == "latest") { "Always" } else { "IfNotPresent" };
+    default_field(c, "imagePullPolicy", json!(policy));
+    default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default_field(c, "terminationMessagePolicy", json!("File"));
+    default_field(c, "resources", json!({}));
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports.iter_mut().filter_map(obj) {
+            default_field(p, "protocol", json!("TCP"));
+        }
+    }
+    for key in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(key) {
+            probe(p);
+        }
+    }
+}
+
+/// The tag of an image reference (`None` when untagged or pinned by digest only).
+pub fn image_tag(image: &str) -> Option<&str> {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.split_once(':').map(|(_, t)| t)
+}
+
+/// Defaults a PodSpec (pod, or a template's spec).
+pub fn pod_spec(spec: &mut Value) {
+    let Some(s) = obj(spec) else { return };
+    default_field(s, "restartPolicy", json!("Always"));
+    default_field(s, "dnsPolicy", json!("ClusterFirst"));
+    default_field(s, "schedulerName", json!("default-scheduler"));
+    default_field(s, "terminationGracePeriodSeconds", json!(30));
+    default_field(s, "securityContext", json!({}));
+    default_field(s, "enableServiceLinks", json!(true));
+    for key in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = s.get_mut(key) {
+            cs.iter_mut().for_each(container);
+        }
+    }
+}
+
+/// Tolerations the DefaultTolerationSeconds admission plugin adds to every pod
+/// (`not-ready` and `unreachable`, NoExecute, 300 s), unless already tolerated.
+pub fn default_tolerations(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(obj) else { return };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else { return };
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let present = list.iter().any(|t| {
+            t.get("key").and_then(Value::as_str) == Some(key)
+                || (t.get("key").is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists"))
+        });
+        if !present {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults_match_upstream() {
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox:1.35", "readinessProbe": {"httpGet": {"port": 8080}}}]}});
+        apply("", "Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["spec"]["containers"][1]["readinessProbe"]["periodSeconds"], 10);
+        assert_eq!(pod["spec"]["containers"][1]["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+    }
+
+    #[test]
+    fn deployment_defaults() {
+        let mut d = json!({"metadata": {"name": "web"}, "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}});
+        apply("apps", "Deployment", &mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(image_tag("busybox"), None);
+        assert_eq!(image_tag("localhost:5000/busybox"), None);
+        assert_eq!(image_tag("localhost:5000/busybox:1.35"), Some("1.35"));
+        assert_eq!(image_tag("busybox@sha256:abc"), None);
+    }
+
+    #[test]
+    fn default_tolerations_added_once() {
+        let mut pod = json!({"spec": {}});
+        default_tolerations(&mut pod);
+        default_tolerations(&mut pod);
+        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,17 @@
+//! Pure API machinery of Skiff: no async, no I/O.
+//!
+//! - [`registry`]: the served resources (group/version/kind/resource, scope, short
+//!   names, verbs, subresources) and their storage keys.
+//! - [`selector`]: label and field selectors.
+//! - [`patch`]: strategic merge patch.
+//! - [`defaults`]: defaulting of built-in types.
+//! - [`validation`]: decoding against the built-in types and validation.
+//! - [`table`]: server-side `Table` printing for `kubectl get`.
+#![deny(missing_docs)]
+
+pub mod defaults;
+pub mod patch;
+pub mod registry;
+pub mod selector;
+pub mod table;
+pub mod validation;

@@ -1,0 +1,193 @@
+//! The resource registry: which resources the apiserver serves, with their group,
+//! version, kind, scope, short names, verbs and subresources.
+//!
+//! Mirrors what upstream publishes through discovery (`/api/v1`, `/apis/<group>/<version>`);
+//! kubectl uses it to map `kubectl get deploy` to a REST path.
+
+/// Verbs every normally stored resource supports.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// Verbs of a resource that can only be created (e.g. `bindings`).
+pub const CREATE_ONLY: &[&str] = &["create"];
+
+/// One served resource (a REST collection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// API group; `""` for the legacy core group served under `/api`.
+    pub group: &'static str,
+    /// API version, e.g. `v1`.
+    pub version: &'static str,
+    /// Kind of the objects, e.g. `Pod`.
+    pub kind: &'static str,
+    /// Plural resource name used in paths, e.g. `pods`.
+    pub plural: &'static str,
+    /// Singular name, e.g. `pod`.
+    pub singular: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names, e.g. `["po"]`.
+    pub short_names: &'static [&'static str],
+    /// Categories, e.g. `["all"]` (used by `kubectl get all`).
+    pub categories: &'static [&'static str],
+    /// Verbs of the main resource.
+    pub verbs: &'static [&'static str],
+    /// Subresources (e.g. `status`, `scale`, `binding`, `log`, `finalize`).
+    pub subresources: &'static [&'static str],
+    /// Whether the resource keeps a `status` that only the `status` subresource writes.
+    pub has_status_subresource: bool,
+    /// Resource whose storage this one shares (e.g. events.k8s.io `events` use core `events`).
+    pub storage_resource: &'static str,
+}
+
+impl ResourceInfo {
+    /// `apiVersion` string: `v1` for core, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Kind of the list type, e.g. `PodList`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// Storage key prefix for all objects of this resource, e.g. `/registry/pods/`.
+    pub fn key_prefix(&self) -> String {
+        format!("/registry/{}/", self.storage_resource)
+    }
+
+    /// Storage key prefix for one namespace (or all objects, for `None`).
+    pub fn namespace_prefix(&self, namespace: Option<&str>) -> String {
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("/registry/{}/{}/", self.storage_resource, ns),
+            _ => self.key_prefix(),
+        }
+    }
+
+    /// Storage key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("/registry/{}/{}/{}", self.storage_resource, ns, name),
+            _ => format!("/registry/{}/{}", self.storage_resource, name),
+        }
+    }
+}
+
+macro_rules! res {
+    ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr,
+     short: [$($short:expr),*], cat: [$($cat:expr),*], verbs: $verbs:expr,
+     sub: [$($sub:expr),*], status: $status:expr) => {
+        ResourceInfo {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $namespaced,
+            short_names: &[$($short),*],
+            categories: &[$($cat),*],
+            verbs: $verbs,
+            subresources: &[$($sub),*],
+            has_status_subresource: $status,
+            storage_resource: $plural,
+        }
+    };
+}
+
+/// Every resource the apiserver serves.
+pub static RESOURCES: &[ResourceInfo] = &[
+    res!("", "v1", "Namespace", "namespaces", "namespace", false, short: ["ns"], cat: [],
+         verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+         sub: ["status", "finalize"], status: true),
+    res!("", "v1", "Node", "nodes", "node", false, short: ["no"], cat: [], verbs: ALL_VERBS,
+         sub: ["status"], status: true),
+    res!("", "v1", "Pod", "pods", "pod", true, short: ["po"], cat: ["all"], verbs: ALL_VERBS,
+         sub: ["status", "binding", "log"], status: true),
+    res!("", "v1", "Binding", "bindings", "binding", true, short: [], cat: [], verbs: CREATE_ONLY,
+         sub: [], status: false),
+    res!("", "v1", "Event", "events", "event", true, short: ["ev"], cat: [], verbs: ALL_VERBS,
+         sub: [], status: false),
+    res!("", "v1", "ConfigMap", "configmaps", "configmap", true, short: ["cm"], cat: [],
+         verbs: ALL_VERBS, sub: [], status: false),
+    res!("", "v1", "Secret", "secrets", "secret", true, short: [], cat: [], verbs: ALL_VERBS,
+         sub: [], status: false),
+    res!("", "v1", "Service", "services", "service", true, short: ["svc"], cat: ["all"],
+         verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+         sub: ["status"], status: true),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"],
+         cat: [], verbs: ALL_VERBS, sub: [], status: false),
+    res!("", "v1", "Endpoints", "endpoints", "endpoints", true, short: ["ep"], cat: [],
+         verbs: ALL_VERBS, sub: [], status: false),
+    res!("apps", "v1", "Deployment", "deployments", "deployment", true, short: ["deploy"],
+         cat: ["all"], verbs: ALL_VERBS, sub: ["status", "scale"], status: true),
+    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, short: ["rs"],
+         cat: ["all"], verbs: ALL_VERBS, sub: ["status", "scale"], status: true),
+    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, short: [], cat: [],
+         verbs: ALL_VERBS, sub: [], status: false),
+];
+
+/// The API groups served, in discovery order, with their (single) preferred version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// Finds a resource by group, version and plural name.
+pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Finds a resource by group and kind (any version).
+pub fn lookup_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+}
+
+/// Resources of one group/version, for discovery.
+pub fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
+    let group = group.to_string();
+    let version = version.to_string();
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_upstream_layout() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        assert_eq!(pods.key(Some("default"), "web"), "/registry/pods/default/web");
+        let nodes = lookup("", "v1", "nodes").unwrap();
+        assert_eq!(nodes.key(None, "n1"), "/registry/nodes/n1");
+        assert_eq!(lookup("apps", "v1", "deployments").unwrap().api_version(), "apps/v1");
+        assert!(lookup("apps", "v1", "pods").is_none());
+    }
+
+    #[test]
+    fn groups_are_unique() {
+        let g = groups();
+        assert!(g.contains(&("apps", "v1")));
+        assert_eq!(g.iter().filter(|(n, _)| *n == "apps").count(), 1);
+    }
+}

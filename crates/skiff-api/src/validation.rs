@@ -1,0 +1,257 @@
+//! Decoding and validation of incoming objects.
+//!
+//! [`decode`] checks an object against its built-in type (the `k8s-openapi` struct of
+//! the kind): type errors are `400 BadRequest`, fields the type does not know are
+//! reported so the apiserver can honour `fieldValidation=Strict|Warn|Ignore`.
+//! [`validate`] applies the upstream validation rules (pkg/apis/*/validation) that
+//! the served kinds need; each failure is a [`FieldError`] naming the field path, the
+//! apiserver turns a non-empty list into `422 Invalid` with `details.causes`.
+
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use crate::selector::LabelSelector;
+
+/// One validation failure (upstream `field.Error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Cause reason, e.g. `FieldValueRequired`, `FieldValueInvalid`.
+    pub reason: &'static str,
+    /// Field path, e.g. `spec.template.spec.containers`.
+    pub field: String,
+    /// Human message, e.g. `Required value`.
+    pub message: String,
+}
+
+impl FieldError {
+    fn required(field: impl Into<String>) -> Self {
+        Self { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+    }
+
+    fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: \"{value}\": {detail}"),
+        }
+    }
+
+    /// The upstream one-line rendering: `field: message`.
+    pub fn render(&self) -> String {
+        format!("{}: {}", self.field, self.message)
+    }
+}
+
+/// Result of [`decode`].
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The object as its built-in type serializes it (unknown fields dropped);
+    /// `None` for kinds without a built-in type.
+    pub object: Option<Value>,
+    /// Paths of fields the type does not define (`.spec.foo`-style, as upstream's
+    /// strict decoding errors name them: `unknown field "spec.foo"`).
+    pub unknown_fields: Vec<String>,
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+    let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(t).map_err(|e| e.to_string())
+}
+
+/// Decodes `object` as its built-in type. `Err` is a type error (message for a
+/// `400 BadRequest`); kinds without a built-in type are accepted as is.
+pub fn decode(group: &str, kind: &str, object: &Value) -> Result<Decoded, String> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    let typed = match (group, kind) {
+        ("", "Pod") => roundtrip::<core::Pod>(object)?,
+        ("", "Namespace") => roundtrip::<core::Namespace>(object)?,
+        ("", "Node") => roundtrip::<core::Node>(object)?,
+        ("", "Event") => roundtrip::<core::Event>(object)?,
+        ("", "ConfigMap") => roundtrip::<core::ConfigMap>(object)?,
+        ("", "Secret") => roundtrip::<core::Secret>(object)?,
+        ("", "Service") => roundtrip::<core::Service>(object)?,
+        ("", "ServiceAccount") => roundtrip::<core::ServiceAccount>(object)?,
+        ("", "Endpoints") => roundtrip::<core::Endpoints>(object)?,
+        ("", "Binding") => roundtrip::<core::Binding>(object)?,
+        ("apps", "Deployment") => roundtrip::<apps::Deployment>(object)?,
+        ("apps", "ReplicaSet") => roundtrip::<apps::ReplicaSet>(object)?,
+        ("coordination.k8s.io", "Lease") => roundtrip::<coord::Lease>(object)?,
+        _ => return Ok(Decoded::default()),
+    };
+    let mut unknown = Vec::new();
+    diff_unknown(object, &typed, &mut String::new(), &mut unknown);
+    Ok(Decoded { object: Some(typed), unknown_fields: unknown })
+}
+
+/// Collects paths present (non-null) in `input` but absent from `typed`.
+fn diff_unknown(input: &Value, typed: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                match t.get(k) {
+                    Some(tv) => diff_unknown(v, tv, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{n}]"));
+                diff_unknown(iv, tv, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `s` is a DNS-1123 subdomain (upstream `IsDNS1123Subdomain`): at most 253
+/// characters of lower-case alphanumerics, `-` and `.`, starting and ending alphanumeric.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// Whether `s` is a DNS-1123 label (upstream `IsDNS1123Label`): at most 63 characters
+/// of lower-case alphanumerics and `-`, starting and ending alphanumeric.
+pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns1123_subdomain(s)
+}
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+/// Validates an object about to be stored. `name` is the final `metadata.name`.
+pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        errs.push(FieldError::required("metadata.name"));
+    } else {
+        let label_only = matches!(kind, "Namespace" | "Service");
+        let ok = if label_only { is_dns1123_label(name) } else { is_dns1123_subdomain(name) };
+        if !ok {
+            errs.push(FieldError::invalid("metadata.name", name, if label_only { LABEL_MSG } else { SUBDOMAIN_MSG }));
+        }
+    }
+    match (group, kind) {
+        ("", "Pod") => pod_spec(object.get("spec"), "spec", &mut errs),
+        ("apps", "Deployment" | "ReplicaSet") => workload(object, &mut errs),
+        _ => {}
+    }
+    errs
+}
+
+fn workload(object: &Value, errs: &mut Vec<FieldError>) {
+    let spec = object.get("spec");
+    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64) {
+        if r < 0 {
+            errs.push(FieldError::invalid("spec.replicas", &r.to_string(), "must be greater than or equal to 0"));
+        }
+    }
+    let selector = spec.and_then(|s| s.get("selector"));
+    match selector {
+        None | Some(Value::Null) => errs.push(FieldError::required("spec.selector")),
+        Some(sel) => match LabelSelector::from_label_selector_json(sel) {
+            Err(e) => errs.push(FieldError::invalid("spec.selector", "", &e.to_string())),
+            Ok(s) if s.is_empty() => errs.push(FieldError::invalid("spec.selector", "", "empty selector is invalid for deployment")),
+            Ok(s) => {
+                let tmpl = spec.and_then(|s| s.get("template")).cloned().unwrap_or(Value::Null);
+                if !s.matches_object(&tmpl) {
+                    errs.push(FieldError::invalid(
+                        "spec.template.metadata.labels",
+                        &tmpl.pointer("/metadata/labels").map(|l| l.to_string()).unwrap_or_default(),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+        },
+    }
+    pod_spec(object.pointer("/spec/template/spec"), "spec.template.spec", errs);
+}
+
+fn pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    match containers {
+        None => errs.push(FieldError::required(format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => errs.push(FieldError::required(format!("{path}.containers"))),
+        Some(cs) => {
+            let mut seen = Vec::new();
+            for (i, c) in cs.iter().enumerate() {
+                let p = format!("{path}.containers[{i}]");
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                if name.is_empty() {
+                    errs.push(FieldError::required(format!("{p}.name")));
+                } else if !is_dns1123_label(name) {
+                    errs.push(FieldError::invalid(format!("{p}.name"), name, LABEL_MSG));
+                } else if seen.contains(&name) {
+                    errs.push(FieldError { reason: "FieldValueDuplicate", field: format!("{p}.name"), message: format!("Duplicate value: \"{name}\"") });
+                } else {
+                    seen.push(name);
+                }
+                if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+                    errs.push(FieldError::required(format!("{p}.image")));
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str) {
+        if !matches!(rp, "Always" | "OnFailure" | "Never") {
+            errs.push(FieldError {
+                reason: "FieldValueNotSupported",
+                field: format!("{path}.restartPolicy"),
+                message: format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_reported_with_paths() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}], "nope": true}});
+        let d = decode("", "Pod", &pod).unwrap();
+        assert_eq!(d.unknown_fields, vec!["spec.containers[0].bogus", "spec.nope"]);
+        assert!(decode("", "Pod", &json!({"spec": {"containers": "x"}})).is_err());
+    }
+
+    #[test]
+    fn missing_containers_name_the_field() {
+        let d = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {}}}});
+        let errs = validate("apps", "Deployment", &d);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].render(), "spec.template.spec.containers: Required value");
+    }
+
+    #[test]
+    fn names_and_selectors() {
+        let p = json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        assert_eq!(validate("", "Pod", &p)[0].field, "metadata.name");
+        let d = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "x"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(validate("apps", "Deployment", &d)[0].field, "spec.template.metadata.labels");
+        assert!(is_dns1123_label("web-1") && !is_dns1123_label("a.b") && is_dns1123_subdomain("a.b"));
+    }
+}

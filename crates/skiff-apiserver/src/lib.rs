@@ -1,0 +1,116 @@
+//! The Skiff API server: the only component that touches the store.
+//!
+//! It serves the Kubernetes REST API over HTTPS (discovery, CRUD, watch, subresources,
+//! `Status` errors, `Table` output) on top of a [`skiff_store::Store`], authenticating
+//! clients by x509 certificates signed by the cluster CA ([`pki`]).
+#![deny(missing_docs)]
+
+pub mod discovery;
+pub mod list;
+pub mod logs;
+pub mod objects;
+pub mod openapi;
+pub mod pki;
+pub mod request;
+pub mod rest;
+pub mod server;
+pub mod status;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+use skiff_api::registry;
+use skiff_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use objects::{FieldValidation, Objects, WriteOptions};
+
+/// Errors starting or running the apiserver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS material is unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The store failed during bootstrap.
+    #[error("bootstrapping the store: {0}")]
+    Bootstrap(String),
+}
+
+/// Shared state of all request handlers.
+#[derive(Clone)]
+pub struct App {
+    /// Object access.
+    pub objects: Objects,
+    /// Client for kubelet APIs (logs).
+    pub kubelet: logs::KubeletClient,
+    /// `host:port` advertised in `/api` discovery.
+    pub server_address: String,
+}
+
+/// What the apiserver needs to run.
+pub struct Config {
+    /// Listen address, e.g. `0.0.0.0:6443`.
+    pub listen: SocketAddr,
+    /// Address advertised to clients (`host:port`).
+    pub advertise: String,
+    /// Serving certificate and key, PEM.
+    pub serving_cert_pem: String,
+    /// Serving key, PEM.
+    pub serving_key_pem: String,
+    /// CA whose signatures authenticate client certificates, PEM.
+    pub client_ca_pem: String,
+    /// Client certificate and key the apiserver presents to kubelets, PEM.
+    pub kubelet_client_cert_pem: String,
+    /// Key for [`Config::kubelet_client_cert_pem`], PEM.
+    pub kubelet_client_key_pem: String,
+}
+
+/// Namespaces that exist from the start, as upstream creates them.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces if missing.
+pub async fn bootstrap(objects: &Objects) -> Result<(), Error> {
+    let nsres = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
+    for ns in SYSTEM_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Strict };
+        match objects.create(nsres, None, obj, opts).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(Error::Bootstrap(e.message)),
+        }
+    }
+    Ok(())
+}
+
+/// Binds, bootstraps and serves until `shutdown`. `ready` is cancelled... rather,
+/// the returned future resolves after shutdown; readiness is signalled by `on_ready`.
+pub async fn run(
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    on_ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), Error> {
+    let objects = Objects::new(store);
+    bootstrap(&objects).await?;
+    let tls = server::tls_config(&config.serving_cert_pem, &config.serving_key_pem, &config.client_ca_pem)?;
+    let kubelet = logs::kubelet_client(&config.client_ca_pem, &config.kubelet_client_cert_pem, &config.kubelet_client_key_pem)
+        .map_err(Error::Tls)?;
+    let listener = server::bind(config.listen).await?;
+    tracing::info!(listen = %config.listen, "apiserver serving");
+    let app = App { objects, kubelet, server_address: config.advertise };
+    let _ = on_ready.send(());
+    server::serve(listener, tls, app, shutdown).await;
+    Ok(())
+}

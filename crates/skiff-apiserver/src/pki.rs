@@ -1,0 +1,175 @@
+//! The cluster's PKI: a self-signed CA generated at first start and the certificates
+//! every component uses (apiserver serving cert, admin and component client certs,
+//! kubelet serving cert), plus kubeconfig files pointing at the apiserver.
+//!
+//! Layout under `DIR/tls/` (k3s-like): `ca.crt`/`ca.key`, `server.crt`/`server.key`,
+//! `<name>.crt`/`<name>.key` per client, and `<name>.kubeconfig`. Existing files are
+//! reused on later starts, so clients keep working across restarts.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// PKI errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Reading or writing a file under the TLS directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Generating or parsing a key or certificate failed.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+const CA_CN: &str = "skiff-ca";
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.into(), source })
+}
+
+fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io { path: path.into(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(path, contents).map_err(io)?;
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn ca_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_CN);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    p
+}
+
+/// The cluster CA, able to sign new certificates.
+pub struct Pki {
+    dir: PathBuf,
+    ca_key: KeyPair,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct CertPair {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM (PKCS#8).
+    pub key_pem: String,
+    /// Path of the certificate file.
+    pub cert_path: PathBuf,
+    /// Path of the key file.
+    pub key_path: PathBuf,
+}
+
+impl Pki {
+    /// Loads the CA from `dir`, generating it on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, PkiError> {
+        let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if crt.exists() && key.exists() {
+            let ca_key = KeyPair::from_pem(&read(&key)?)?;
+            return Ok(Self { dir: dir.into(), ca_key, ca_pem: read(&crt)? });
+        }
+        let ca_key = KeyPair::generate()?;
+        let cert = ca_params().self_signed(&ca_key)?;
+        write(&key, &ca_key.serialize_pem(), true)?;
+        write(&crt, &cert.pem(), false)?;
+        Ok(Self { dir: dir.into(), ca_key, ca_pem: cert.pem() })
+    }
+
+    /// Path of the CA certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// Returns `<name>.crt`/`<name>.key`, issuing them if absent: a serving
+    /// certificate when `sans` is non-empty, a client certificate for user
+    /// `common_name` in `organizations` (groups) otherwise.
+    pub fn ensure_cert(
+        &self,
+        name: &str,
+        common_name: &str,
+        organizations: &[&str],
+        sans: &[String],
+    ) -> Result<CertPair, PkiError> {
+        let cert_path = self.dir.join(format!("{name}.crt"));
+        let key_path = self.dir.join(format!("{name}.key"));
+        if cert_path.exists() && key_path.exists() {
+            return Ok(CertPair { cert_pem: read(&cert_path)?, key_pem: read(&key_path)?, cert_path, key_path });
+        }
+        let mut p = CertificateParams::new(sans.to_vec())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        for o in organizations {
+            dn.push(DnType::OrganizationName, *o);
+        }
+        p.distinguished_name = dn;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = if sans.is_empty() {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        p.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let ca = ca_params();
+        let issuer = Issuer::from_params(&ca, &self.ca_key);
+        let cert = p.signed_by(&key, &issuer)?;
+        write(&key_path, &key.serialize_pem(), true)?;
+        write(&cert_path, &cert.pem(), false)?;
+        Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem(), cert_path, key_path })
+    }
+
+    /// Writes a kubeconfig for `client` against `server` (e.g. `https://127.0.0.1:6443`).
+    pub fn write_kubeconfig(&self, path: &Path, server: &str, user: &str, client: &CertPair) -> Result<(), PkiError> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: {user}\ncurrent-context: skiff\n",
+            b64(&self.ca_pem),
+            b64(&client.cert_pem),
+            b64(&client.key_pem)
+        );
+        write(path, &text, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_and_certs_are_reused_across_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path()).unwrap();
+        let a = pki.ensure_cert("admin", "system:admin", &["system:masters"], &[]).unwrap();
+        let pki2 = Pki::load_or_create(dir.path()).unwrap();
+        assert_eq!(pki.ca_pem, pki2.ca_pem);
+        let b = pki2.ensure_cert("admin", "system:admin", &["system:masters"], &[]).unwrap();
+        assert_eq!(a.cert_pem, b.cert_pem);
+        let s = pki2.ensure_cert("server", "kube-apiserver", &[], &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        assert!(s.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+}

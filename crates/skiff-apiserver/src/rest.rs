@@ -1,0 +1,354 @@
+//! The REST handler for resource paths: maps verb + path to object operations
+//! (k8s.io/apiserver/pkg/endpoints/handlers).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::{Value, json};
+use skiff_api::{patch, registry, table};
+
+use crate::list::{self, Selectors};
+use crate::objects::{DeleteOptions, FieldValidation, WriteOptions, now_rfc3339};
+use crate::request::{ResourceRequest, flag};
+use crate::status::{ApiError, success};
+use crate::App;
+
+/// A JSON response with optional `Warning` headers.
+pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    for w in warnings {
+        let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| {
+        a.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    })
+}
+
+fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+    let field_validation = match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+            )));
+        }
+    };
+    Ok(WriteOptions { dry_run: q.get("dryRun").is_some_and(|d| d == "All"), field_validation })
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+fn name_of(r: &ResourceRequest) -> Result<&str, ApiError> {
+    r.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("a resource name is required"))
+}
+
+/// Serves one resource request.
+pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<String, String>, headers: &HeaderMap, body: bytes::Bytes) -> Result<Response, ApiError> {
+    let res = r.res;
+    let ns = r.namespace.as_deref();
+    let objects = &app.objects;
+    let table_out = wants_table(headers);
+    let render_one = move |obj: &Value| -> Value {
+        if table_out {
+            table::table(res.kind, std::slice::from_ref(obj), json!({}), "Metadata", jiff::Timestamp::now())
+        } else {
+            obj.clone()
+        }
+    };
+    if res.namespaced && r.name.is_some() && ns.is_none() {
+        return Err(ApiError::no_route());
+    }
+    let sub = r.subresource.as_deref();
+    match (method.clone(), r.name.is_some(), sub) {
+        (Method::GET, false, None) => {
+            let sel = Selectors::from_query(&q)?;
+            if r.watch_path || flag(&q, "watch") {
+                let include = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+                let render = move |obj: &Value| -> Value {
+                    if table_out { table::table(res.kind, std::slice::from_ref(obj), json!({}), &include, jiff::Timestamp::now()) } else { obj.clone() }
+                };
+                let rx = crate::watch::start(objects, res, ns, &q, sel, render).await?;
+                let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+                return Ok(Response::builder()
+                    .status(200)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from_stream(stream))
+                    .expect("valid response"));
+            }
+            let listed = list::list(objects, res, ns, &q, &sel).await?;
+            let body = if table_out {
+                let meta = list::list_meta(&listed);
+                let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+                table::table(res.kind, &listed.items, meta, include, jiff::Timestamp::now())
+            } else {
+                list::list_object(res, listed)
+            };
+            Ok(json_response(StatusCode::OK, &body, &[]))
+        }
+        (Method::GET, true, None | Some("status")) => {
+            let obj = objects.get(res, ns, name_of(&r)?).await?;
+            Ok(json_response(StatusCode::OK, &render_one(&obj), &[]))
+        }
+        (Method::GET, true, Some("scale")) => {
+            let obj = objects.get(res, ns, name_of(&r)?).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&obj), &[]))
+        }
+        (Method::GET, true, Some("log")) => crate::logs::pod_logs(app, ns.unwrap_or_default(), name_of(&r)?, &q).await,
+        (Method::POST, false, None) => {
+            let obj = parse_json(&body)?;
+            if res.plural == "bindings" {
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                return bind(app, ns.unwrap_or_default(), &name, &obj, &q).await;
+            }
+            let w = objects.create(res, ns, obj, write_options(&q)?).await?;
+            Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+        }
+        (Method::POST, true, Some("binding")) => {
+            let obj = parse_json(&body)?;
+            bind(app, ns.unwrap_or_default(), name_of(&r)?, &obj, &q).await
+        }
+        (Method::PUT, true, Some("scale")) | (Method::PATCH, true, Some("scale")) => {
+            let name = name_of(&r)?.to_string();
+            let opts = write_options(&q)?;
+            let is_patch = *method == Method::PATCH;
+            let content_type = content_type(headers);
+            let input = body.clone();
+            let mut warnings = Vec::new();
+            let precondition = if is_patch { None } else { rv_of(&parse_json(&body)?)? };
+            let out = objects
+                .mutate(res, ns, &name, precondition, opts.dry_run, |cur| {
+                    let scale = scale_of(cur);
+                    let new_scale = if is_patch { apply_patch(&content_type, &scale, &input)? } else { parse_json(&input)? };
+                    let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+                    let mut next = cur.clone();
+                    next["spec"]["replicas"] = json!(replicas);
+                    let (n, w) = objects.prepare_update(res, None, cur, next, opts.field_validation)?;
+                    warnings = w;
+                    Ok(n)
+                })
+                .await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&out), &warnings))
+        }
+        (Method::PUT, true, None | Some("status") | Some("finalize")) => {
+            let name = name_of(&r)?.to_string();
+            let opts = write_options(&q)?;
+            let new = parse_json(&body)?;
+            let precondition = rv_of(&new)?;
+            let mut warnings = Vec::new();
+            let out = objects
+                .mutate(res, ns, &name, precondition, opts.dry_run, |cur| {
+                    if sub == Some("finalize") {
+                        let mut next = cur.clone();
+                        next["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                        return Ok(next);
+                    }
+                    let (n, w) = objects.prepare_update(res, sub, cur, new.clone(), opts.field_validation)?;
+                    warnings = w;
+                    Ok(n)
+                })
+                .await?;
+            let out = maybe_finish_namespace(app, res, &out).await?;
+            Ok(json_response(StatusCode::OK, &render_one(&out), &warnings))
+        }
+        (Method::PATCH, true, None | Some("status")) => {
+            let name = name_of(&r)?.to_string();
+            let opts = write_options(&q)?;
+            let content_type = content_type(headers);
+            if content_type.starts_with("application/apply-patch") {
+                return Err(ApiError::unsupported_media_type(
+                    "server-side apply (application/apply-patch+yaml) is not supported yet; use client-side kubectl apply",
+                ));
+            }
+            let mut warnings = Vec::new();
+            let out = objects
+                .mutate(res, ns, &name, None, opts.dry_run, |cur| {
+                    let patched = apply_patch(&content_type, cur, &body)?;
+                    // A resourceVersion in the patch is a precondition.
+                    if let Some(rv) = patched.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                        if rv != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default() {
+                            return Err(ApiError::conflict(res, &name, "the object has been modified; please apply your changes to the latest version and try again"));
+                        }
+                    }
+                    let (n, w) = objects.prepare_update(res, sub, cur, patched, opts.field_validation)?;
+                    warnings = w;
+                    Ok(n)
+                })
+                .await?;
+            let out = maybe_finish_namespace(app, res, &out).await?;
+            Ok(json_response(StatusCode::OK, &render_one(&out), &warnings))
+        }
+        (Method::DELETE, true, None) => {
+            let opts = delete_options(&q, &body)?;
+            let out = objects.delete(res, ns, name_of(&r)?, &opts).await?;
+            Ok(json_response(StatusCode::OK, &out, &[]))
+        }
+        (Method::DELETE, false, None) => {
+            let opts = delete_options(&q, &body)?;
+            let sel = Selectors::from_query(&q)?;
+            let listed = list::list(objects, res, ns, &HashMap::new(), &sel).await?;
+            let mut deleted = Vec::new();
+            for obj in &listed.items {
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let ons = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+                match objects.delete(res, ons, name, &opts).await {
+                    Ok(o) => deleted.push(o),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let body = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {}, "items": deleted});
+            Ok(json_response(StatusCode::OK, &body, &[]))
+        }
+        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method})"))),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+fn rv_of(obj: &Value) -> Result<Option<i64>, ApiError> {
+    match obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        None | Some("") => Ok(None),
+        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+    }
+}
+
+/// Applies a JSON patch, JSON merge patch or strategic merge patch.
+fn apply_patch(content_type: &str, cur: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let p = parse_json(body)?;
+    match content_type {
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(p).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let mut doc = cur.clone();
+            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError { code: 422, reason: "Invalid", message: e.to_string(), details: None })?;
+            Ok(doc)
+        }
+        "application/merge-patch+json" => {
+            let mut doc = cur.clone();
+            json_patch::merge(&mut doc, &p);
+            Ok(doc)
+        }
+        "application/strategic-merge-patch+json" => patch::strategic_merge(cur, &p).map_err(|e| ApiError::bad_request(e.to_string())),
+        other => Err(ApiError::unsupported_media_type(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"))),
+    }
+}
+
+/// The `autoscaling/v1` `Scale` of a Deployment or ReplicaSet.
+fn scale_of(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let b: Value = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_json(body)? };
+    let grace = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse::<i64>().ok())
+        .or_else(|| b.get("gracePeriodSeconds").and_then(Value::as_i64));
+    let propagation = q
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(String::from));
+    if let Some(p) = &propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
+        }
+    }
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All")
+        || b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        propagation,
+        orphan_dependents: q.get("orphanDependents").map(|v| v == "true").or_else(|| b.get("orphanDependents").and_then(Value::as_bool)),
+        precondition_uid: b.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+        precondition_rv: b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+        dry_run,
+    })
+}
+
+/// `POST pods/{name}/binding`: assigns the pod to the target node (409 if already bound).
+async fn bind(app: &App, ns: &str, name: &str, binding: &Value, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let pods = registry::lookup("", "v1", "pods").expect("pods are served");
+    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(pods, name, &[skiff_api::validation::FieldError {
+            reason: "FieldValueRequired",
+            field: "target.name".into(),
+            message: "Required value".into(),
+        }]));
+    }
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let uid = binding.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+    app.objects
+        .mutate(pods, Some(ns), name, None, dry_run, |cur| {
+            if let Some(uid) = &uid {
+                if cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                    return Err(ApiError::conflict(pods, name, "the UID in the binding does not match the pod"));
+                }
+            }
+            if cur.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(ApiError::conflict(pods, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(existing) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(pods, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            }
+            let mut next = cur.clone();
+            next["spec"]["nodeName"] = json!(node);
+            let mut conds: Vec<Value> = next.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}));
+            next["status"]["conditions"] = Value::Array(conds);
+            Ok(next)
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &success(201), &[]))
+}
+
+/// A namespace whose finalizers are all gone while terminating is removed.
+async fn maybe_finish_namespace(app: &App, res: &registry::ResourceInfo, obj: &Value) -> Result<Value, ApiError> {
+    if res.kind != "Namespace" || obj.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
+        return Ok(obj.clone());
+    }
+    let spec_empty = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+    let meta_empty = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+    if spec_empty && meta_empty {
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok());
+        match app.objects.store().delete(&res.key(None, name), rv).await {
+            Ok(_) | Err(skiff_store::Error::NotFound(_)) => {}
+            Err(skiff_store::Error::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(obj.clone())
+}

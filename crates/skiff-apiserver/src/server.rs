@@ -1,0 +1,165 @@
+//! HTTPS serving: TLS with optional client certificates (x509 client-cert
+//! authentication), HTTP/1.1 and HTTP/2, and dispatch to discovery, health and
+//! resource handlers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode, header};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::status::ApiError;
+use crate::{App, Error, discovery, request, rest};
+
+/// Whether the connection presented a client certificate signed by the cluster CA.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticated(pub bool);
+
+/// Builds the rustls server config: serving cert, client certs verified against
+/// `client_ca_pem` but optional (health and version endpoints are public).
+pub fn tls_config(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<rustls::ServerConfig, Error> {
+    let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+        roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls(&e))?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts connections until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: App, shutdown: CancellationToken) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let router = Router::new().fallback(dispatch).with_state(app);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let authed = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Authenticated(authed));
+                router.clone().oneshot(req.map(Body::new))
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended with error") },
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn text(code: StatusCode, body: &str) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.to_string()).into_response()
+}
+
+async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let resp = match route(&app, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_string();
+    let authed = req.extensions().get::<Authenticated>().is_some_and(|a| a.0);
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => {
+            return match app.objects.store().current_revision().await {
+                Ok(_) => Ok(text(StatusCode::OK, "ok")),
+                Err(e) => Ok(text(StatusCode::INTERNAL_SERVER_ERROR, &format!("[-]etcd failed: {e}"))),
+            };
+        }
+        "/version" | "/version/" => return Ok(rest::json_response(StatusCode::OK, &discovery::version(), &[])),
+        _ => {}
+    }
+    if !authed {
+        return Err(ApiError::unauthorized());
+    }
+    let method = req.method().clone();
+    let q: HashMap<String, String> = request::parse_query(req.uri().query());
+    if method == Method::GET {
+        let trimmed = path.trim_end_matches('/');
+        let doc = match trimmed {
+            "/api" => Some(discovery::core_versions(&app.server_address)),
+            "/openapi/v3" => Some(crate::openapi::index()),
+            "/openapi/v3/api/v1" => crate::openapi::document("", "v1"),
+            "/apis" => Some(discovery::group_list()),
+            "/api/v1" => discovery::resource_list("", "v1"),
+            _ => {
+                let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
+                match segs.as_slice() {
+                    ["apis", g] => Some(discovery::group(g).ok_or_else(ApiError::no_route)?),
+                    ["apis", g, v] => Some(discovery::resource_list(g, v).ok_or_else(ApiError::no_route)?),
+                    ["openapi", "v3", "apis", g, v] => Some(crate::openapi::document(g, v).ok_or_else(ApiError::no_route)?),
+                    _ => None,
+                }
+            }
+        };
+        if let Some(doc) = doc {
+            return Ok(rest::json_response(StatusCode::OK, &doc, &[]));
+        }
+    }
+    let Some(rr) = request::parse_path(&path)? else {
+        return Err(ApiError::no_route());
+    };
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .map_err(|e| ApiError { code: 413, reason: "RequestEntityTooLarge", message: e.to_string(), details: None })?;
+    rest::handle(app, &method, rr, q, &headers, body).await
+}
+
+/// Binds the listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+}

@@ -1,0 +1,181 @@
+//! The revisioned key-value store behind the apiserver.
+//!
+//! The interface is shaped like the subset of etcd v3 that the Kubernetes apiserver
+//! needs (the same subset kine's `Backend` exposes): point reads, prefix lists at a
+//! revision with pagination, create-if-absent, compare-and-swap update and delete on
+//! the key's `mod_revision`, ordered watches from a revision, and compaction.
+//!
+//! Keys follow upstream: `/registry/<resource>/<namespace>/<name>` for namespaced
+//! objects and `/registry/<resource>/<name>` for cluster-scoped ones. Values are
+//! opaque bytes (the apiserver stores JSON).
+//!
+//! Revisions are a single cluster-wide counter, strictly increasing by one for every
+//! successful write (create, update or delete). A key's `create_revision` is the
+//! revision of the write that created it; its `mod_revision` is the revision of the
+//! last write to it, which the apiserver exposes as `metadata.resourceVersion`.
+#![deny(missing_docs)]
+
+use std::pin::Pin;
+
+use futures::Stream;
+
+pub mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+/// A store revision (etcd's `revision`). `0` means "no revision" / "latest" where an
+/// argument accepts it.
+pub type Revision = i64;
+
+/// One key with its value and revisions, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The full key, e.g. `/registry/pods/default/web-1`.
+    pub key: String,
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key (unchanged by updates).
+    pub create_revision: Revision,
+    /// Revision of the last write to this key. For a deleted key reported in a
+    /// [`Event`] of kind [`EventKind::Deleted`], the revision of the delete.
+    pub mod_revision: Revision,
+}
+
+/// What happened to a key in a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key did not exist before this write.
+    Created,
+    /// The key existed and its value was replaced.
+    Updated,
+    /// The key was removed.
+    Deleted,
+}
+
+/// One change, delivered by [`Store::watch`] in revision order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Kind of change.
+    pub kind: EventKind,
+    /// The key after the change. For [`EventKind::Deleted`] this carries the last
+    /// value the key had, with `mod_revision` set to the revision of the delete.
+    pub kv: KeyValue,
+    /// The key before the change (`None` for [`EventKind::Created`]).
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    /// The revision at which this change happened.
+    pub fn revision(&self) -> Revision {
+        self.kv.mod_revision
+    }
+}
+
+/// Options of [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Serve the list as of this revision (`None` = latest). A revision older than the
+    /// compacted revision fails with [`Error::Compacted`]; one newer than the current
+    /// revision fails with [`Error::FutureRevision`].
+    pub revision: Option<Revision>,
+    /// Return only keys strictly greater than this one (pagination `continue`).
+    pub start_after: Option<String>,
+    /// Return at most this many items (`None` = all).
+    pub limit: Option<usize>,
+}
+
+/// Result of [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListResult {
+    /// Matching keys in ascending key order.
+    pub items: Vec<KeyValue>,
+    /// The revision the list was served at (pass it back in
+    /// [`ListOptions::revision`] to continue a paginated list consistently).
+    pub revision: Revision,
+    /// Number of matching keys left after the returned page (0 when complete).
+    pub remaining: usize,
+}
+
+/// A stream of watch events, in strictly increasing revision order, with no gaps
+/// for the watched prefix. The stream ends with an error item if the watcher falls
+/// too far behind; the caller then re-lists.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
+
+/// Errors of store operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `create` found the key already present.
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    /// The key does not exist.
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// A compare-and-swap failed: the key's `mod_revision` differs from the expected one.
+    /// Carries the current value so the caller can retry without another read.
+    #[error("key {key} was modified (expected revision {expected}, current {})", current.mod_revision)]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The revision the caller expected.
+        expected: Revision,
+        /// The key as it is now.
+        current: Box<KeyValue>,
+    },
+    /// The requested revision has been compacted away (the apiserver answers `410 Gone`).
+    #[error("revision {requested} has been compacted (oldest available is {compacted})")]
+    Compacted {
+        /// The revision asked for.
+        requested: Revision,
+        /// The compacted revision; history strictly after it is available.
+        compacted: Revision,
+    },
+    /// The requested revision is newer than the store's current revision.
+    #[error("revision {requested} is in the future (current is {current})")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The current revision.
+        current: Revision,
+    },
+    /// The underlying engine failed (I/O, corruption, unavailable backend).
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The storage interface the apiserver uses. Implemented by the embedded engine and
+/// (later) the etcd engine; one test suite runs against every implementation.
+///
+/// Every write is durable when its future resolves successfully.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads one key at the latest revision.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Lists keys starting with `prefix`, in key order.
+    async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult>;
+
+    /// Creates `key`; fails with [`Error::AlreadyExists`] if present.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue>;
+
+    /// Replaces the value of `key` if its `mod_revision` equals `expected`
+    /// ([`Error::Conflict`] otherwise, [`Error::NotFound`] if absent).
+    async fn update(&self, key: &str, expected: Revision, value: Vec<u8>) -> Result<KeyValue>;
+
+    /// Deletes `key`, if `expected` is `Some`, only when its `mod_revision` matches.
+    /// Returns the deleted key with `mod_revision` set to the delete's revision.
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue>;
+
+    /// Watches keys under `prefix` for changes with revision strictly greater than
+    /// `after`. `after = 0` starts at the current revision (only future changes).
+    /// Fails with [`Error::Compacted`] if `after` is older than the compacted revision.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
+
+    /// The revision of the latest write.
+    async fn current_revision(&self) -> Result<Revision>;
+
+    /// Discards history at and before `revision` (values of live keys are kept).
+    async fn compact(&self, revision: Revision) -> Result<()>;
+}

@@ -1,0 +1,44 @@
+//! `skiff`: Kubernetes in one binary.
+//!
+//! `skiff server` runs the control plane (apiserver, scheduler, controller-manager)
+//! and, unless `--disable-agent`, a local node agent (kubelet on containerd).
+
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a control-plane node (apiserver, scheduler, controllers) and a local agent.
+    Server(Box<server::ServerArgs>),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,rustls=warn,tower=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = match cli.command {
+        Command::Server(args) => rt.block_on(server::run(*args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skiff: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

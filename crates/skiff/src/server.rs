@@ -1,0 +1,239 @@
+//! `skiff server`: wires the control plane and the local agent together.
+//!
+//! Start-up order: PKI (CA and component certificates under `DIR/tls`), store
+//! (`DIR/db`), apiserver (HTTPS), then the scheduler, controllers and kubelet as
+//! ordinary API clients with their own kubeconfigs; `DIR/admin.kubeconfig` is written
+//! once the apiserver answers `/readyz`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use skiff_apiserver::pki::Pki;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `skiff server` (upstream names where upstream has the flag).
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Directory holding all state: store, certificates, kubeconfigs, agent files.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    data_dir: PathBuf,
+    /// Port of the HTTPS API.
+    #[arg(long, default_value_t = 6443)]
+    https_listen_port: u16,
+    /// Address the API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// External datastore, e.g. `etcd://127.0.0.1:2379` (default: embedded store in the data dir).
+    #[arg(long)]
+    datastore_endpoint: Option<String>,
+    /// Run the control plane only, without a local kubelet.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Node name of the local agent (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// IP address of this node (default: the address of the default route).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// CRI endpoint (unix socket path); by default a supervised containerd is started.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// Pod network CIDR; each node gets a /24 from it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// Service ClusterIP range.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cluster_ip_range: String,
+    /// Cluster DNS server address written into pods' resolv.conf.
+    #[arg(long, default_value = "10.43.0.10")]
+    cluster_dns: IpAddr,
+    /// Cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Port of the kubelet's HTTPS API.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Sandbox (pause) image.
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
+    pause_image: String,
+    /// Registry mirror for docker.io and registry.k8s.io (empty to disable).
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    registry_mirror: String,
+}
+
+/// The IPv4 address of the default route (no packet is sent).
+fn detect_node_ip() -> Option<IpAddr> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("10.255.255.255:9").ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
+}
+
+/// The first /24 of the cluster CIDR: the single node's podCIDR.
+fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
+    let (addr, _) = cluster_cidr.split_once('/').context("--cluster-cidr must be CIDR notation")?;
+    let ip: Ipv4Addr = addr.parse().context("--cluster-cidr must be an IPv4 CIDR")?;
+    let o = ip.octets();
+    Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+}
+
+async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs `skiff server` until SIGTERM/SIGINT.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if let Some(ep) = &args.datastore_endpoint {
+        bail!("--datastore-endpoint {ep}: external etcd is not supported by this build yet; omit the flag to use the embedded store");
+    }
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let node_ip = args.node_ip.or_else(detect_node_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let port = args.https_listen_port;
+
+    // PKI.
+    let tls_dir = data_dir.join("tls");
+    let pki = Pki::load_or_create(&tls_dir).context("cluster CA")?;
+    let mut sans: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{}", args.cluster_domain),
+        "10.43.0.1".into(),
+        node_ip.to_string(),
+        hostname(),
+    ];
+    sans.dedup();
+    let serving = pki.ensure_cert("server", "kube-apiserver", &[], &sans)?;
+    let admin = pki.ensure_cert("admin", "system:admin", &["system:masters"], &[])?;
+    let kubelet_client = pki.ensure_cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"], &[])?;
+    let url = format!("https://127.0.0.1:{port}");
+    let mut component_kubeconfigs = Vec::new();
+    for (file, cn, org) in [
+        ("controller", "system:kube-controller-manager", None),
+        ("scheduler", "system:kube-scheduler", None),
+        ("kubelet", &*format!("system:node:{node_name}"), Some("system:nodes")),
+    ] {
+        let orgs: Vec<&str> = org.into_iter().collect();
+        let pair = pki.ensure_cert(file, cn, &orgs, &[])?;
+        let path = tls_dir.join(format!("{file}.kubeconfig"));
+        pki.write_kubeconfig(&path, &url, cn, &pair)?;
+        component_kubeconfigs.push(path);
+    }
+
+    // Store.
+    let store: Arc<dyn skiff_store::Store> = Arc::new(
+        skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?,
+    );
+
+    // Apiserver.
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let config = skiff_apiserver::Config {
+        listen: SocketAddr::new(args.bind_address, port),
+        advertise: format!("{node_ip}:{port}"),
+        serving_cert_pem: serving.cert_pem.clone(),
+        serving_key_pem: serving.key_pem.clone(),
+        client_ca_pem: pki.ca_pem.clone(),
+        kubelet_client_cert_pem: kubelet_client.cert_pem.clone(),
+        kubelet_client_key_pem: kubelet_client.key_pem.clone(),
+    };
+    let mut apiserver = tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), ready_tx));
+    tokio::select! {
+        r = ready_rx => r.context("apiserver failed to start")?,
+        r = &mut apiserver => {
+            r??;
+            bail!("apiserver exited during start-up");
+        }
+    }
+
+    // Components, each an API client with its own identity.
+    let mut tasks = tokio::task::JoinSet::new();
+    let controller_client = client_from(&component_kubeconfigs[0]).await?;
+    let token = shutdown.clone();
+    tasks.spawn(async move { skiff_controllers::run(controller_client, token).await.map_err(anyhow::Error::from).context("controller-manager") });
+    let scheduler_client = client_from(&component_kubeconfigs[1]).await?;
+    let token = shutdown.clone();
+    tasks.spawn(async move { skiff_scheduler::run(scheduler_client, token).await.map_err(anyhow::Error::from).context("scheduler") });
+    if !args.disable_agent {
+        let kubelet_serving = pki.ensure_cert(
+            "kubelet-serving",
+            &format!("system:node:{node_name}"),
+            &["system:nodes"],
+            &[node_ip.to_string(), "127.0.0.1".into(), "localhost".into(), node_name.clone()],
+        )?;
+        let kubelet_kube = client_from(&component_kubeconfigs[2]).await?;
+        let config = skiff_kubelet::KubeletConfig {
+            node_name: node_name.clone(),
+            root_dir: data_dir.join("agent"),
+            container_runtime_endpoint: args.container_runtime_endpoint.clone(),
+            pod_cidr: first_pod_cidr(&args.cluster_cidr)?,
+            cluster_dns: vec![args.cluster_dns],
+            cluster_domain: args.cluster_domain.clone(),
+            node_ip: Some(node_ip),
+            port: args.kubelet_port,
+            serving_cert: kubelet_serving.cert_path.clone(),
+            serving_key: kubelet_serving.key_path.clone(),
+            client_ca: pki.ca_path(),
+            pause_image: args.pause_image.clone(),
+            registry_mirror: Some(args.registry_mirror.clone()).filter(|m| !m.is_empty()),
+            control_plane: true,
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move { skiff_kubelet::run(kubelet_kube, config, token).await.map_err(anyhow::Error::from).context("kubelet") });
+    }
+    let _ = &args.service_cluster_ip_range;
+
+    // The admin kubeconfig appears once the API is ready.
+    let admin_path = data_dir.join("admin.kubeconfig");
+    pki.write_kubeconfig(&admin_path, &url, "admin", &admin)?;
+    tracing::info!(kubeconfig = %admin_path.display(), node = %node_name, %node_ip, "skiff server is ready");
+    eprintln!("skiff server is ready: export KUBECONFIG={}", admin_path.display());
+
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = &mut apiserver => Some(anyhow::anyhow!("apiserver stopped: {:?}", r)),
+        Some(r) = tasks.join_next() => Some(match r {
+            Ok(Ok(())) => anyhow::anyhow!("a component stopped unexpectedly"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("a component panicked: {e}"),
+        }),
+    };
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), apiserver).await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
