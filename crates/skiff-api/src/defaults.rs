@@ -51,10 +51,12 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
 /// Upstream: a Deployment/ReplicaSet without `metadata.labels` gets the template's labels.
 fn copy_template_labels(object: &mut Value) {
     let labels = object.pointer("/spec/template/metadata/labels").cloned();
-    if let (Some(labels), Some(meta)) = (labels, object.get_mut("metadata").and_then(obj)) {
-        if meta.get("labels").is_none_or(|l| l.as_object().is_none_or(Map::is_empty)) {
-            meta.insert("labels".into(), labels);
-        }
+    if let (Some(labels), Some(meta)) = (labels, object.get_mut("metadata").and_then(obj))
+        && meta
+            .get("labels")
+            .is_none_or(|l| l.as_object().is_none_or(Map::is_empty))
+    {
+        meta.insert("labels".into(), labels);
     }
 }
 
@@ -112,7 +114,11 @@ fn probe(p: &mut Value) {
 fn container(c: &mut Value) {
     let Some(c) = obj(c) else { return };
     let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
-    let policy = if image_tag(&image).is_none_or(|t| t == "latest") { "Always" } else { "IfNotPresent" };
+    let policy = if image_tag(&image).is_none_or(|t| t == "latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    };
     default_field(c, "imagePullPolicy", json!(policy));
     default_field(c, "terminationMessagePath", json!("/dev/termination-log"));
     default_field(c, "terminationMessagePolicy", json!("File"));
@@ -155,7 +161,9 @@ pub fn pod_spec(spec: &mut Value) {
 /// Tolerations the DefaultTolerationSeconds admission plugin adds to every pod
 /// (`not-ready` and `unreachable`, NoExecute, 300 s), unless already tolerated.
 pub fn default_tolerations(pod: &mut Value) {
-    let Some(spec) = pod.get_mut("spec").and_then(obj) else { return };
+    let Some(spec) = pod.get_mut("spec").and_then(obj) else {
+        return;
+    };
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     let Some(list) = tolerations.as_array_mut() else { return };
     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
@@ -182,7 +190,10 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(pod["spec"]["containers"][1]["readinessProbe"]["periodSeconds"], 10);
-        assert_eq!(pod["spec"]["containers"][1]["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(
+            pod["spec"]["containers"][1]["readinessProbe"]["httpGet"]["scheme"],
+            "HTTP"
+        );
     }
 
     #[test]

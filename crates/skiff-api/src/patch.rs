@@ -34,10 +34,14 @@ pub enum ListStrategy {
 pub fn merge_key(parent_path: &[String], field: &str) -> ListStrategy {
     let parent = parent_path.last().map(String::as_str).unwrap_or("");
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes"
-        | "imagePullSecrets" | "env" | "resourceClaims" | "schedulingGates" => {
-            ListStrategy::MergeKey("name")
-        }
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "env"
+        | "resourceClaims"
+        | "schedulingGates" => ListStrategy::MergeKey("name"),
         "volumeMounts" => ListStrategy::MergeKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeKey("devicePath"),
         "hostAliases" => ListStrategy::MergeKey("ip"),
@@ -67,7 +71,9 @@ pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value, PatchEr
 
 fn merge_value(original: &Value, patch: &Value, path: &mut Vec<String>) -> Result<Value, PatchError> {
     match (original, patch) {
-        (Value::Object(o), Value::Object(p)) => merge_map(o, p, path).map(|m| m.map(Value::Object).unwrap_or(Value::Null)),
+        (Value::Object(o), Value::Object(p)) => {
+            merge_map(o, p, path).map(|m| m.map(Value::Object).unwrap_or(Value::Null))
+        }
         (_, Value::Object(p)) => {
             // Patching a non-map (or absent) value with a map: merge into empty.
             merge_map(&Map::new(), p, path).map(|m| m.map(Value::Object).unwrap_or(Value::Null))
@@ -147,12 +153,12 @@ fn merge_map(
     }
     // A `$setElementOrder` without the list itself only reorders.
     for (k, order) in patch {
-        if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            if !patch.contains_key(field) {
-                let strategy = merge_key(path, field);
-                if let (Some(Value::Array(list)), Some(order)) = (out.get_mut(field), order.as_array()) {
-                    apply_order(list, order, strategy);
-                }
+        if let Some(field) = k.strip_prefix("$setElementOrder/")
+            && !patch.contains_key(field)
+        {
+            let strategy = merge_key(path, field);
+            if let (Some(Value::Array(list)), Some(order)) = (out.get_mut(field), order.as_array()) {
+                apply_order(list, order, strategy);
             }
         }
     }
@@ -166,11 +172,7 @@ fn merge_list(
     path: &mut Vec<String>,
 ) -> Result<Vec<Value>, PatchError> {
     match strategy {
-        ListStrategy::Replace => Ok(patch
-            .iter()
-            .filter(|v| v.get("$patch").is_none())
-            .cloned()
-            .collect()),
+        ListStrategy::Replace => Ok(patch.iter().filter(|v| v.get("$patch").is_none()).cloned().collect()),
         ListStrategy::MergePrimitive => {
             let mut out = original.to_vec();
             for v in patch {
@@ -185,11 +187,7 @@ fn merge_list(
                 .iter()
                 .any(|v| v.get("$patch").and_then(Value::as_str) == Some("replace"))
             {
-                return Ok(patch
-                    .iter()
-                    .filter(|v| v.get("$patch").is_none())
-                    .cloned()
-                    .collect());
+                return Ok(patch.iter().filter(|v| v.get("$patch").is_none()).cloned().collect());
             }
             let mut out = original.to_vec();
             for pv in patch {
@@ -264,14 +262,19 @@ mod tests {
     #[test]
     fn null_deletes_and_patch_delete_removes_elements() {
         let orig = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
-        let patch = json!({"metadata": {"labels": {"a": null}}, "spec": {"containers": [{"name": "a", "$patch": "delete"}]}});
+        let patch =
+            json!({"metadata": {"labels": {"a": null}}, "spec": {"containers": [{"name": "a", "$patch": "delete"}]}});
         let out = strategic_merge(&orig, &patch).unwrap();
-        assert_eq!(out, json!({"metadata": {"labels": {"b": "2"}}, "spec": {"containers": [{"name": "b"}]}}));
+        assert_eq!(
+            out,
+            json!({"metadata": {"labels": {"b": "2"}}, "spec": {"containers": [{"name": "b"}]}})
+        );
     }
 
     #[test]
     fn unkeyed_lists_replace_and_finalizers_union() {
-        let orig = json!({"metadata": {"finalizers": ["a"]}, "spec": {"containers": [{"name": "c", "args": ["1", "2"]}]}});
+        let orig =
+            json!({"metadata": {"finalizers": ["a"]}, "spec": {"containers": [{"name": "c", "args": ["1", "2"]}]}});
         let patch = json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [{"name": "c", "args": ["3"]}]}});
         let out = strategic_merge(&orig, &patch).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));

@@ -114,7 +114,10 @@ impl LabelSelector {
         if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in m {
                 let v = v.as_str().ok_or_else(|| SelectorError(format!("{k}: not a string")))?;
-                requirements.push(Requirement { key: k.clone(), op: Operator::In(vec![v.into()]) });
+                requirements.push(Requirement {
+                    key: k.clone(),
+                    op: Operator::In(vec![v.into()]),
+                });
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
@@ -165,10 +168,7 @@ fn parse_values(s: &str) -> Result<Vec<String>, SelectorError> {
         .strip_prefix('(')
         .and_then(|x| x.strip_suffix(')'))
         .ok_or_else(|| SelectorError(format!("expected a parenthesized value list, got {s:?}")))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .collect())
+    Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
 }
 
 fn check_key(key: &str) -> Result<String, SelectorError> {
@@ -185,39 +185,51 @@ fn check_key(key: &str) -> Result<String, SelectorError> {
 
 fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
     if let Some(key) = part.strip_prefix('!') {
-        return Ok(Requirement { key: check_key(key)?, op: Operator::DoesNotExist });
+        return Ok(Requirement {
+            key: check_key(key)?,
+            op: Operator::DoesNotExist,
+        });
     }
     // Set-based: `key in (...)` / `key notin (...)`.
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if words.len() == 2 {
         let rest = words[1].trim_start();
         if let Some(vals) = rest.strip_prefix("notin") {
-            return Ok(Requirement { key: check_key(words[0])?, op: Operator::NotIn(parse_values(vals)?) });
+            return Ok(Requirement {
+                key: check_key(words[0])?,
+                op: Operator::NotIn(parse_values(vals)?),
+            });
         }
         if let Some(vals) = rest.strip_prefix("in") {
-            return Ok(Requirement { key: check_key(words[0])?, op: Operator::In(parse_values(vals)?) });
+            return Ok(Requirement {
+                key: check_key(words[0])?,
+                op: Operator::In(parse_values(vals)?),
+            });
         }
     }
-    for (tok, mk) in [
-        ("!=", 0u8),
-        ("==", 1),
-        ("=", 1),
-        (">", 2),
-        ("<", 3),
-    ] {
+    for (tok, mk) in [("!=", 0u8), ("==", 1), ("=", 1), (">", 2), ("<", 3)] {
         if let Some((k, v)) = part.split_once(tok) {
             let key = check_key(k)?;
             let v = v.trim().to_string();
             let op = match mk {
                 0 => Operator::NotIn(vec![v]),
                 1 => Operator::In(vec![v]),
-                2 => Operator::Gt(v.parse().map_err(|_| SelectorError(format!("{v:?} is not an integer")))?),
-                _ => Operator::Lt(v.parse().map_err(|_| SelectorError(format!("{v:?} is not an integer")))?),
+                2 => Operator::Gt(
+                    v.parse()
+                        .map_err(|_| SelectorError(format!("{v:?} is not an integer")))?,
+                ),
+                _ => Operator::Lt(
+                    v.parse()
+                        .map_err(|_| SelectorError(format!("{v:?} is not an integer")))?,
+                ),
             };
             return Ok(Requirement { key, op });
         }
     }
-    Ok(Requirement { key: check_key(part)?, op: Operator::Exists })
+    Ok(Requirement {
+        key: check_key(part)?,
+        op: Operator::Exists,
+    })
 }
 
 /// A parsed field selector: `path=value`, `path==value`, `path!=value`, ANDed.
@@ -340,10 +352,17 @@ mod tests {
         let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         assert!(FieldSelector::parse("spec.nodeName=n1").unwrap().matches_object(&pod));
         assert!(!FieldSelector::parse("spec.nodeName!=n1").unwrap().matches_object(&pod));
-        assert!(FieldSelector::parse("spec.nodeName==n1,metadata.name=p").unwrap().matches_object(&pod));
+        assert!(
+            FieldSelector::parse("spec.nodeName==n1,metadata.name=p")
+                .unwrap()
+                .matches_object(&pod)
+        );
         let unbound = json!({"metadata": {"name": "q"}, "spec": {}});
         assert!(FieldSelector::parse("spec.nodeName=").unwrap().matches_object(&unbound));
         assert!(FieldSelector::parse("nonsense").is_err());
-        assert_eq!(FieldSelector::parse("metadata.name=p").unwrap().exact("metadata.name"), Some("p"));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=p").unwrap().exact("metadata.name"),
+            Some("p")
+        );
     }
 }

@@ -73,7 +73,12 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Message", "string", 0),
         ],
         "ConfigMap" => vec![("Name", "string", 0), ("Data", "string", 0), ("Age", "string", 0)],
-        "Secret" => vec![("Name", "string", 0), ("Type", "string", 0), ("Data", "string", 0), ("Age", "string", 0)],
+        "Secret" => vec![
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "string", 0),
+            ("Age", "string", 0),
+        ],
         "Lease" => vec![("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
         _ => vec![("Name", "string", 0), ("Age", "string", 0)],
     }
@@ -87,15 +92,27 @@ pub fn human_duration(seconds: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
     } else if h < 24 * 365 * 2 {
         format!("{d}d")
     } else if d / 365 < 8 {
@@ -126,7 +143,11 @@ fn or_none(v: String) -> String {
 }
 
 fn containers_images(obj: &Value, spec_path: &str) -> (String, String) {
-    let cs = obj.pointer(&format!("{spec_path}/containers")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let cs = obj
+        .pointer(&format!("{spec_path}/containers"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
@@ -138,12 +159,19 @@ fn selector_string(sel: Option<&Value>) -> String {
     if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
         parts.extend(m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))));
     }
-    if let Some(m) = sel.as_object().filter(|m| !m.contains_key("matchLabels") && !m.contains_key("matchExpressions")) {
+    if let Some(m) = sel
+        .as_object()
+        .filter(|m| !m.contains_key("matchLabels") && !m.contains_key("matchExpressions"))
+    {
         parts.extend(m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))));
     }
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
-            let vals: Vec<&str> = e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let vals: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             let key = s(e, "/key");
             parts.push(match s(e, "/operator") {
                 "In" => format!("{key} in ({})", vals.join(",")),
@@ -164,8 +192,15 @@ pub fn pod_status(pod: &Value) -> String {
     if reason.is_empty() {
         reason = s(pod, "/status/phase").to_string();
     }
-    let inits = pod.pointer("/status/initContainerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let n_init = pod.pointer("/spec/initContainers").and_then(Value::as_array).map_or(0, Vec::len);
+    let inits = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let n_init = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let mut initializing = false;
     for (idx, c) in inits.iter().enumerate() {
         let term = c.pointer("/state/terminated");
@@ -175,8 +210,15 @@ pub fn pod_status(pod: &Value) -> String {
         initializing = true;
         if let Some(t) = term {
             let r = s(t, "/reason");
-            reason = if r.is_empty() { format!("Init:ExitCode:{}", i(t, "/exitCode")) } else { format!("Init:{r}") };
-        } else if let Some(w) = c.pointer("/state/waiting").filter(|w| !s(w, "/reason").is_empty() && s(w, "/reason") != "PodInitializing") {
+            reason = if r.is_empty() {
+                format!("Init:ExitCode:{}", i(t, "/exitCode"))
+            } else {
+                format!("Init:{r}")
+            };
+        } else if let Some(w) = c
+            .pointer("/state/waiting")
+            .filter(|w| !s(w, "/reason").is_empty() && s(w, "/reason") != "PodInitializing")
+        {
             reason = format!("Init:{}", s(w, "/reason"));
         } else {
             reason = format!("Init:{idx}/{n_init}");
@@ -185,7 +227,11 @@ pub fn pod_status(pod: &Value) -> String {
     }
     if !initializing {
         let mut has_running = false;
-        let cs = pod.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+        let cs = pod
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for c in cs.iter().rev() {
             if let Some(w) = c.pointer("/state/waiting").filter(|w| !s(w, "/reason").is_empty()) {
                 reason = s(w, "/reason").to_string();
@@ -203,9 +249,11 @@ pub fn pod_status(pod: &Value) -> String {
             }
         }
         if reason == "Completed" && has_running {
-            reason = if pod.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| {
-                cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
-            }) {
+            reason = if pod
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+            {
                 "Running".into()
             } else {
                 "NotReady".into()
@@ -213,7 +261,11 @@ pub fn pod_status(pod: &Value) -> String {
         }
     }
     if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-        reason = if s(pod, "/status/reason") == "NodeLost" { "Unknown".into() } else { "Terminating".into() };
+        reason = if s(pod, "/status/reason") == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
     }
     if reason.is_empty() { "Pending".into() } else { reason }
 }
@@ -222,11 +274,21 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
     let name = s(o, "/metadata/name").to_string();
     match kind {
         "Pod" => {
-            let cs = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-            let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+            let cs = o
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = o
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let ready = cs.iter().filter(|c| c.get("ready") == Some(&Value::Bool(true))).count();
             let restarts: i64 = cs.iter().map(|c| i(c, "/restartCount")).sum();
-            let gates = o.pointer("/spec/readinessGates").and_then(Value::as_array).map_or(0, Vec::len);
+            let gates = o
+                .pointer("/spec/readinessGates")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             vec![
                 json!(name),
                 json!(format!("{ready}/{total}")),
@@ -236,11 +298,19 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 json!(or_none(s(o, "/status/podIP").into())),
                 json!(or_none(s(o, "/spec/nodeName").into())),
                 json!(or_none(s(o, "/status/nominatedNodeName").into())),
-                json!(if gates == 0 { "<none>".to_string() } else { format!("0/{gates}") }),
+                json!(if gates == 0 {
+                    "<none>".to_string()
+                } else {
+                    format!("0/{gates}")
+                }),
             ]
         }
         "Node" => {
-            let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let conds = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let mut status = match conds.iter().find(|c| s(c, "/type") == "Ready").map(|c| s(c, "/status")) {
                 Some("True") => "Ready".to_string(),
                 Some("False") => "NotReady".to_string(),
@@ -252,7 +322,12 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
             let mut roles: Vec<String> = o
                 .pointer("/metadata/labels")
                 .and_then(Value::as_object)
-                .map(|m| m.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).map(String::from).collect())
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
             roles.sort();
             let addr = |t: &str| {
@@ -303,7 +378,11 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 ]
             }
         }
-        "Namespace" => vec![json!(name), json!(s(o, "/status/phase")), json!(age(o, "/metadata/creationTimestamp", now))],
+        "Namespace" => vec![
+            json!(name),
+            json!(s(o, "/status/phase")),
+            json!(age(o, "/metadata/creationTimestamp", now)),
+        ],
         "Service" => {
             let ports: Vec<String> = o
                 .pointer("/spec/ports")
@@ -312,8 +391,16 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                     ps.iter()
                         .map(|p| {
                             let np = i(p, "/nodePort");
-                            let proto = if s(p, "/protocol").is_empty() { "TCP" } else { s(p, "/protocol") };
-                            if np > 0 { format!("{}:{np}/{proto}", i(p, "/port")) } else { format!("{}/{proto}", i(p, "/port")) }
+                            let proto = if s(p, "/protocol").is_empty() {
+                                "TCP"
+                            } else {
+                                s(p, "/protocol")
+                            };
+                            if np > 0 {
+                                format!("{}:{np}/{proto}", i(p, "/port"))
+                            } else {
+                                format!("{}/{proto}", i(p, "/port"))
+                            }
                         })
                         .collect()
                 })
@@ -352,20 +439,37 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 json!(last),
                 json!(s(o, "/type")),
                 json!(s(o, "/reason")),
-                json!(format!("{}/{}", s(o, "/involvedObject/kind").to_lowercase(), s(o, "/involvedObject/name"))),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/involvedObject/kind").to_lowercase(),
+                    s(o, "/involvedObject/name")
+                )),
                 json!(s(o, "/message")),
             ]
         }
         "ConfigMap" => {
             let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len())
                 + o.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
-            vec![json!(name), json!(n.to_string()), json!(age(o, "/metadata/creationTimestamp", now))]
+            vec![
+                json!(name),
+                json!(n.to_string()),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
         }
         "Secret" => {
             let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len());
-            vec![json!(name), json!(s(o, "/type")), json!(n.to_string()), json!(age(o, "/metadata/creationTimestamp", now))]
+            vec![
+                json!(name),
+                json!(s(o, "/type")),
+                json!(n.to_string()),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
         }
-        "Lease" => vec![json!(name), json!(s(o, "/spec/holderIdentity")), json!(age(o, "/metadata/creationTimestamp", now))],
+        "Lease" => vec![
+            json!(name),
+            json!(s(o, "/spec/holderIdentity")),
+            json!(age(o, "/metadata/creationTimestamp", now)),
+        ],
         _ => vec![json!(name), json!(age(o, "/metadata/creationTimestamp", now))],
     }
 }
@@ -418,7 +522,20 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
             "status": {"phase": "Running", "podIP": "10.42.0.5", "containerStatuses": [{"name": "c", "ready": true, "restartCount": 2, "state": {"running": {}}}]}});
         let t = table("Pod", &[pod], json!({}), "Metadata", now);
-        assert_eq!(t["rows"][0]["cells"], json!(["web-1", "1/1", "Running", "2", "60s", "10.42.0.5", "n1", "<none>", "<none>"]));
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "web-1",
+                "1/1",
+                "Running",
+                "2",
+                "60s",
+                "10.42.0.5",
+                "n1",
+                "<none>",
+                "<none>"
+            ])
+        );
         assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "web-1");
     }
 

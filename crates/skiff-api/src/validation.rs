@@ -25,7 +25,11 @@ pub struct FieldError {
 
 impl FieldError {
     fn required(field: impl Into<String>) -> Self {
-        Self { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
     }
 
     fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
@@ -80,7 +84,10 @@ pub fn decode(group: &str, kind: &str, object: &Value) -> Result<Decoded, String
     };
     let mut unknown = Vec::new();
     diff_unknown(object, &typed, &mut String::new(), &mut unknown);
-    Ok(Decoded { object: Some(typed), unknown_fields: unknown })
+    Ok(Decoded {
+        object: Some(typed),
+        unknown_fields: unknown,
+    })
 }
 
 /// Collects paths present (non-null) in `input` but absent from `typed`.
@@ -122,7 +129,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -140,14 +149,25 @@ const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case a
 /// Validates an object about to be stored. `name` is the final `metadata.name`.
 pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if name.is_empty() {
         errs.push(FieldError::required("metadata.name"));
     } else {
         let label_only = matches!(kind, "Namespace" | "Service");
-        let ok = if label_only { is_dns1123_label(name) } else { is_dns1123_subdomain(name) };
+        let ok = if label_only {
+            is_dns1123_label(name)
+        } else {
+            is_dns1123_subdomain(name)
+        };
         if !ok {
-            errs.push(FieldError::invalid("metadata.name", name, if label_only { LABEL_MSG } else { SUBDOMAIN_MSG }));
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                name,
+                if label_only { LABEL_MSG } else { SUBDOMAIN_MSG },
+            ));
         }
     }
     match (group, kind) {
@@ -160,23 +180,34 @@ pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
 
 fn workload(object: &Value, errs: &mut Vec<FieldError>) {
     let spec = object.get("spec");
-    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64) {
-        if r < 0 {
-            errs.push(FieldError::invalid("spec.replicas", &r.to_string(), "must be greater than or equal to 0"));
-        }
+    if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
+        && r < 0
+    {
+        errs.push(FieldError::invalid(
+            "spec.replicas",
+            &r.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
     let selector = spec.and_then(|s| s.get("selector"));
     match selector {
         None | Some(Value::Null) => errs.push(FieldError::required("spec.selector")),
         Some(sel) => match LabelSelector::from_label_selector_json(sel) {
             Err(e) => errs.push(FieldError::invalid("spec.selector", "", &e.to_string())),
-            Ok(s) if s.is_empty() => errs.push(FieldError::invalid("spec.selector", "", "empty selector is invalid for deployment")),
+            Ok(s) if s.is_empty() => errs.push(FieldError::invalid(
+                "spec.selector",
+                "",
+                "empty selector is invalid for deployment",
+            )),
             Ok(s) => {
                 let tmpl = spec.and_then(|s| s.get("template")).cloned().unwrap_or(Value::Null);
                 if !s.matches_object(&tmpl) {
                     errs.push(FieldError::invalid(
                         "spec.template.metadata.labels",
-                        &tmpl.pointer("/metadata/labels").map(|l| l.to_string()).unwrap_or_default(),
+                        &tmpl
+                            .pointer("/metadata/labels")
+                            .map(|l| l.to_string())
+                            .unwrap_or_default(),
                         "`selector` does not match template `labels`",
                     ));
                 }
@@ -201,24 +232,31 @@ fn pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
                 } else if !is_dns1123_label(name) {
                     errs.push(FieldError::invalid(format!("{p}.name"), name, LABEL_MSG));
                 } else if seen.contains(&name) {
-                    errs.push(FieldError { reason: "FieldValueDuplicate", field: format!("{p}.name"), message: format!("Duplicate value: \"{name}\"") });
+                    errs.push(FieldError {
+                        reason: "FieldValueDuplicate",
+                        field: format!("{p}.name"),
+                        message: format!("Duplicate value: \"{name}\""),
+                    });
                 } else {
                     seen.push(name);
                 }
-                if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(|s| s.trim().is_empty())
+                {
                     errs.push(FieldError::required(format!("{p}.image")));
                 }
             }
         }
     }
-    if let Some(rp) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str) {
-        if !matches!(rp, "Always" | "OnFailure" | "Never") {
-            errs.push(FieldError {
-                reason: "FieldValueNotSupported",
-                field: format!("{path}.restartPolicy"),
-                message: format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
-            });
-        }
+    if let Some(rp) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str)
+        && !matches!(rp, "Always" | "OnFailure" | "Never")
+    {
+        errs.push(FieldError {
+            reason: "FieldValueNotSupported",
+            field: format!("{path}.restartPolicy"),
+            message: format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
+        });
     }
 }
 
@@ -251,7 +289,10 @@ mod tests {
         assert_eq!(validate("", "Pod", &p)[0].field, "metadata.name");
         let d = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "x"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        assert_eq!(validate("apps", "Deployment", &d)[0].field, "spec.template.metadata.labels");
+        assert_eq!(
+            validate("apps", "Deployment", &d)[0].field,
+            "spec.template.metadata.labels"
+        );
         assert!(is_dns1123_label("web-1") && !is_dns1123_label("a.b") && is_dns1123_subdomain("a.b"));
     }
 }

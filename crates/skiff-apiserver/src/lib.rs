@@ -84,7 +84,10 @@ pub async fn bootstrap(objects: &Objects) -> Result<(), Error> {
     let nsres = registry::lookup("", "v1", "namespaces").expect("namespaces are served");
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        let opts = WriteOptions { dry_run: false, field_validation: FieldValidation::Strict };
+        let opts = WriteOptions {
+            dry_run: false,
+            field_validation: FieldValidation::Strict,
+        };
         match objects.create(nsres, None, obj, opts).await {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
@@ -105,11 +108,19 @@ pub async fn run(
     let objects = Objects::new(store);
     bootstrap(&objects).await?;
     let tls = server::tls_config(&config.serving_cert_pem, &config.serving_key_pem, &config.client_ca_pem)?;
-    let kubelet = logs::kubelet_client(&config.client_ca_pem, &config.kubelet_client_cert_pem, &config.kubelet_client_key_pem)
-        .map_err(Error::Tls)?;
+    let kubelet = logs::kubelet_client(
+        &config.client_ca_pem,
+        &config.kubelet_client_cert_pem,
+        &config.kubelet_client_key_pem,
+    )
+    .map_err(Error::Tls)?;
     let listener = server::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "apiserver serving");
-    let app = App { objects, kubelet, server_address: config.advertise };
+    let app = App {
+        objects,
+        kubelet,
+        server_address: config.advertise,
+    };
     let _ = on_ready.send(());
     server::serve(listener, tls, app, shutdown).await;
     Ok(())

@@ -48,9 +48,14 @@ fn encode_continue(rev: i64, key: &str) -> String {
 
 fn decode_continue(token: &str) -> Result<(i64, String), ApiError> {
     let bad = || ApiError::bad_request("invalid continue token");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v["rv"].as_i64().ok_or_else(bad)?, v["start"].as_str().ok_or_else(bad)?.to_string()))
+    Ok((
+        v["rv"].as_i64().ok_or_else(bad)?,
+        v["start"].as_str().ok_or_else(bad)?.to_string(),
+    ))
 }
 
 /// The result of a list: matching objects, the list's resourceVersion and continue token.
@@ -66,7 +71,13 @@ pub struct Listed {
 }
 
 /// Lists `res` in `ns` (all namespaces for `None`) per the query.
-pub async fn list(objects: &Objects, res: &ResourceInfo, ns: Option<&str>, q: &HashMap<String, String>, sel: &Selectors) -> Result<Listed, ApiError> {
+pub async fn list(
+    objects: &Objects,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+    sel: &Selectors,
+) -> Result<Listed, ApiError> {
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let mut opts = ListOptions::default();
     if let Some(token) = q.get("continue").filter(|t| !t.is_empty()) {
@@ -74,7 +85,9 @@ pub async fn list(objects: &Objects, res: &ResourceInfo, ns: Option<&str>, q: &H
         opts.revision = Some(rev);
         opts.start_after = Some(start);
     } else if let Some(rv) = q.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0") {
-        let rev: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+        let rev: i64 = rv
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
         if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
             opts.revision = Some(rev);
         } else {
@@ -82,7 +95,11 @@ pub async fn list(objects: &Objects, res: &ResourceInfo, ns: Option<&str>, q: &H
             // never older; a revision from the future is an error.
             let current = objects.store().current_revision().await?;
             if rev > current {
-                return Err(skiff_store::Error::FutureRevision { requested: rev, current }.into());
+                return Err(skiff_store::Error::FutureRevision {
+                    requested: rev,
+                    current,
+                }
+                .into());
             }
         }
     }
@@ -95,7 +112,13 @@ pub async fn list(objects: &Objects, res: &ResourceInfo, ns: Option<&str>, q: &H
     loop {
         let page = objects
             .store()
-            .list(&prefix, ListOptions { limit: limit.map(|l| l.max(64)), ..opts.clone() })
+            .list(
+                &prefix,
+                ListOptions {
+                    limit: limit.map(|l| l.max(64)),
+                    ..opts.clone()
+                },
+            )
             .await?;
         revision = page.revision;
         let mut last_key = None;
@@ -128,11 +151,23 @@ pub async fn list(objects: &Objects, res: &ResourceInfo, ns: Option<&str>, q: &H
         let start = decode_continue(continue_token.as_deref().unwrap_or_default())?.1;
         let rest = objects
             .store()
-            .list(&prefix, ListOptions { revision: Some(revision), start_after: Some(start), limit: Some(1) })
+            .list(
+                &prefix,
+                ListOptions {
+                    revision: Some(revision),
+                    start_after: Some(start),
+                    limit: Some(1),
+                },
+            )
             .await?;
         remaining = Some(rest.items.len() + rest.remaining);
     }
-    Ok(Listed { items, revision, continue_token, remaining })
+    Ok(Listed {
+        items,
+        revision,
+        continue_token,
+        remaining,
+    })
 }
 
 /// The list object (`PodList` etc.).

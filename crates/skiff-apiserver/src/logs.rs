@@ -59,12 +59,18 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
     let app_containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let container = match q.get("container").filter(|c| !c.is_empty()) {
         Some(c) => {
             if !containers.contains(c) {
-                return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
             }
             c.clone()
         }
@@ -76,9 +82,14 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
             )));
         }
     };
-    let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if node_name.is_empty() {
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
     }
     let nodes = registry::lookup("", "v1", "nodes").expect("nodes are served");
     let node = app.objects.get(nodes, None, node_name).await?;
@@ -89,9 +100,20 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
         .and_then(|x| x["address"].as_str())
         .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?
         .to_string();
-    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_i64).unwrap_or(10250);
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .unwrap_or(10250);
     let mut query: Vec<(String, String)> = Vec::new();
-    for k in ["follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime"] {
+    for k in [
+        "follow",
+        "previous",
+        "timestamps",
+        "tailLines",
+        "limitBytes",
+        "sinceSeconds",
+        "sinceTime",
+    ] {
         if let Some(v) = q.get(k) {
             query.push((k.to_string(), v.clone()));
         }
@@ -99,7 +121,9 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
     let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
     let host = if addr.contains(':') { format!("[{addr}]") } else { addr };
     let uri = format!("https://{host}:{port}/containerLogs/{ns}/{name}/{container}?{qs}");
-    let req = http::Request::get(&uri).body(Body::empty()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let req = http::Request::get(&uri)
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let resp = app
         .kubelet
         .request(req)
@@ -107,9 +131,23 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
         .map_err(|e| ApiError::internal(format!("Get \"{uri}\": {e}")))?;
     let status = resp.status();
     if !status.is_success() {
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let msg = String::from_utf8_lossy(&body).trim().to_string();
-        return Err(ApiError { code: if status.as_u16() == 404 { 404 } else { 400 }, reason: if status.as_u16() == 404 { "NotFound" } else { "BadRequest" }, message: msg, details: None });
+        return Err(ApiError {
+            code: if status.as_u16() == 404 { 404 } else { 400 },
+            reason: if status.as_u16() == 404 {
+                "NotFound"
+            } else {
+                "BadRequest"
+            },
+            message: msg,
+            details: None,
+        });
     }
     let stream = resp.into_body().into_data_stream();
     Ok(Response::builder()

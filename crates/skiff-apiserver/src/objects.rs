@@ -86,7 +86,9 @@ fn is_deleting(v: &Value) -> bool {
 }
 
 fn finalizers_empty(v: &Value) -> bool {
-    v.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty)
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
 }
 
 /// Everything but `metadata` and `status`: a change here bumps `metadata.generation`.
@@ -105,7 +107,9 @@ const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 pub fn generate_name(prefix: &str) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    let suffix: String = (0..5).map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char).collect();
+    let suffix: String = (0..5)
+        .map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }
 
@@ -162,14 +166,29 @@ impl Objects {
 
     /// Decodes, defaults and validates `obj` as `res`; returns the normalized object
     /// and warnings.
-    fn normalize(&self, res: &ResourceInfo, mut obj: Value, fv: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+    fn normalize(
+        &self,
+        res: &ResourceInfo,
+        mut obj: Value,
+        fv: FieldValidation,
+    ) -> Result<(Value, Vec<String>), ApiError> {
         let decoded = validation::decode(res.group, res.kind, &obj).map_err(ApiError::bad_request)?;
         let mut warnings = Vec::new();
         if !decoded.unknown_fields.is_empty() {
             match fv {
                 FieldValidation::Strict => {
-                    let list: Vec<String> = decoded.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                    let list: Vec<String> = decoded
+                        .unknown_fields
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        res.kind,
+                        res.version,
+                        res.kind,
+                        list.join(", ")
+                    )));
                 }
                 FieldValidation::Warn => {
                     warnings.extend(decoded.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")));
@@ -189,7 +208,10 @@ impl Objects {
         if errs.is_empty() {
             Ok(())
         } else {
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             Err(ApiError::invalid(res, name, &errs))
         }
     }
@@ -206,22 +228,31 @@ impl Objects {
     }
 
     /// Creates an object (POST). `ns` is the namespace from the path.
-    pub async fn create(&self, res: &ResourceInfo, ns: Option<&str>, mut obj: Value, opts: WriteOptions) -> Result<Written, ApiError> {
+    pub async fn create(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body of the request was not a JSON object"));
         }
-        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
-            if av != res.api_version() {
-                return Err(ApiError::bad_request(format!(
-                    "the API version in the data ({av}) does not match the expected API version ({})",
-                    res.api_version()
-                )));
-            }
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+            && av != res.api_version()
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                res.api_version()
+            )));
         }
-        if let Some(k) = obj.get("kind").and_then(Value::as_str) {
-            if k != res.kind {
-                return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", res.kind)));
-            }
+        if let Some(k) = obj.get("kind").and_then(Value::as_str)
+            && k != res.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                res.kind
+            )));
         }
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
@@ -242,13 +273,20 @@ impl Objects {
             } else {
                 m.remove("namespace");
             }
-            if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-                if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
-                    let name = generate_name(prefix);
-                    m.insert("name".into(), json!(name));
-                }
+            if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
+                && let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty())
+            {
+                let name = generate_name(prefix);
+                m.insert("name".into(), json!(name));
             }
-            for k in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            for k in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+            ] {
                 m.remove(k);
             }
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -279,7 +317,10 @@ impl Objects {
             return Ok(Written { object: obj, warnings });
         }
         match self.store.create(&res.key(ns, &name), encode(&obj)).await {
-            Ok(kv) => Ok(Written { object: decode(&kv)?, warnings }),
+            Ok(kv) => Ok(Written {
+                object: decode(&kv)?,
+                warnings,
+            }),
             Err(skiff_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(res, &name)),
             Err(e) => Err(e.into()),
         }
@@ -290,7 +331,11 @@ impl Objects {
         if ty == "ExternalName" {
             return Ok(());
         }
-        let given = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default().to_string();
+        let given = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if given == "None" || !given.is_empty() {
             svc["spec"]["clusterIPs"] = json!([given]);
             return Ok(());
@@ -342,10 +387,14 @@ impl Objects {
             let Some(kv) = self.store.get(&key).await? else {
                 return Err(ApiError::not_found(res, name));
             };
-            if let Some(p) = precondition {
-                if p != kv.mod_revision {
-                    return Err(ApiError::conflict(res, name, "the object has been modified; please apply your changes to the latest version and try again"));
-                }
+            if let Some(p) = precondition
+                && p != kv.mod_revision
+            {
+                return Err(ApiError::conflict(
+                    res,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
             }
             let current = decode(&kv)?;
             let mut next = f(&current)?;
@@ -360,15 +409,20 @@ impl Objects {
                     gone
                 })
             } else {
-                self.store.update(&key, kv.mod_revision, encode(&next)).await.and_then(|kv| {
-                    decode(&kv).map_err(|e| skiff_store::Error::Backend(e.message))
-                })
+                self.store
+                    .update(&key, kv.mod_revision, encode(&next))
+                    .await
+                    .and_then(|kv| decode(&kv).map_err(|e| skiff_store::Error::Backend(e.message)))
             };
             match result {
                 Ok(v) => return Ok(v),
                 Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                 Err(skiff_store::Error::Conflict { .. }) => {
-                    return Err(ApiError::conflict(res, name, "the object has been modified; please apply your changes to the latest version and try again"));
+                    return Err(ApiError::conflict(
+                        res,
+                        name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
                 }
                 Err(skiff_store::Error::NotFound(_)) => return Err(ApiError::not_found(res, name)),
                 Err(e) => return Err(e.into()),
@@ -392,13 +446,16 @@ impl Objects {
         if !new.is_object() {
             return Err(ApiError::bad_request("the body of the request was not a JSON object"));
         }
-        let name = old.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        if let Some(n) = new.pointer("/metadata/name").and_then(Value::as_str) {
-            if n != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
+        let name = old
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(n) = new.pointer("/metadata/name").and_then(Value::as_str)
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         let mut next = if subresource == Some("status") {
             let mut o = old.clone();
@@ -423,7 +480,15 @@ impl Objects {
         {
             let om = old.get("metadata").cloned().unwrap_or(json!({}));
             let m = meta(&mut next);
-            for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match om.get(k) {
                     Some(v) => {
                         m.insert(k.into(), v.clone());
@@ -452,7 +517,13 @@ impl Objects {
 
     /// Deletes an object per `DeleteOptions` (graceful deletion for pods on a node,
     /// finalizers, propagation policy). Returns the object as of the delete.
-    pub async fn delete(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    pub async fn delete(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
         let key = res.key(ns, name);
         for _ in 0..64 {
             let Some(kv) = self.store.get(&key).await? else {
@@ -462,13 +533,24 @@ impl Objects {
             if let Some(uid) = &opts.precondition_uid {
                 let have = cur.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
                 if uid != have {
-                    return Err(ApiError::conflict(res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
+                    return Err(ApiError::conflict(
+                        res,
+                        name,
+                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+                    ));
                 }
             }
-            if let Some(rv) = &opts.precondition_rv {
-                if *rv != kv.mod_revision.to_string() {
-                    return Err(ApiError::conflict(res, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", kv.mod_revision)));
-                }
+            if let Some(rv) = &opts.precondition_rv
+                && *rv != kv.mod_revision.to_string()
+            {
+                return Err(ApiError::conflict(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
             }
             let mut next = cur.clone();
             if res.kind == "Namespace" {
@@ -480,7 +562,11 @@ impl Objects {
                 next["status"]["phase"] = json!("Terminating");
             } else {
                 let grace = self.grace_period(res, &cur, opts);
-                let mut finalizers: Vec<Value> = cur.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                let mut finalizers: Vec<Value> = cur
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 match opts.propagation.as_deref() {
                     Some("Foreground") => add_unique(&mut finalizers, "foregroundDeletion"),
                     Some("Orphan") => add_unique(&mut finalizers, "orphan"),
@@ -489,7 +575,10 @@ impl Objects {
                 }
                 if is_deleting(&cur) {
                     // Already being deleted: only a shorter grace period changes anything.
-                    let cur_grace = cur.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+                    let cur_grace = cur
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     if grace >= cur_grace || (grace > 0 && !finalizers_empty(&cur)) {
                         return Ok(cur);
                     }
@@ -509,8 +598,13 @@ impl Objects {
                     .checked_add(jiff::SignedDuration::from_secs(grace))
                     .unwrap_or_else(|_| Timestamp::now());
                 let m = meta(&mut next);
-                if !is_deleting(&cur) || grace < m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) {
-                    m.insert("deletionTimestamp".into(), json!(when.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                if !is_deleting(&cur)
+                    || grace < m.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)
+                {
+                    m.insert(
+                        "deletionTimestamp".into(),
+                        json!(when.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                 }
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 if !finalizers.is_empty() {
@@ -535,13 +629,19 @@ impl Objects {
         if res.kind != "Pod" {
             return 0;
         }
-        let unscheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty);
+        let unscheduled = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
         let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
         if unscheduled || phase == "Succeeded" || phase == "Failed" {
             return 0;
         }
         opts.grace_period_seconds
-            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(30)
             .max(0)
     }
@@ -551,8 +651,15 @@ impl Objects {
 /// are gone (a bound pod with a non-zero grace period).
 fn awaits_kubelet(res: &ResourceInfo, obj: &Value) -> bool {
     res.kind == "Pod"
-        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
-        && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
+        && obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
 }
 
 fn add_unique(list: &mut Vec<Value>, f: &str) {
@@ -584,7 +691,10 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        assert_eq!(qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})), "BestEffort");
+        assert_eq!(
+            qos_class(&json!({"spec": {"containers": [{"name": "a"}]}})),
+            "BestEffort"
+        );
         let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});

@@ -9,7 +9,11 @@ use serde_json::{Map, Value, json};
 use skiff_api::registry::{self, ResourceInfo};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: the index of group/version documents.
@@ -19,7 +23,10 @@ pub fn index() -> Value {
     gvs.extend(registry::groups());
     for (g, v) in gvs {
         let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION"))}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION"))}),
+        );
     }
     json!({"paths": paths})
 }
@@ -63,15 +70,46 @@ pub fn document(group: &str, version: &str) -> Option<Value> {
         };
         let write = ["dryRun", "fieldManager", "fieldValidation", "pretty"];
         let mut coll = Map::new();
-        coll.insert("get".into(), op(res, "list", &["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch"], false));
+        coll.insert(
+            "get".into(),
+            op(
+                res,
+                "list",
+                &[
+                    "labelSelector",
+                    "fieldSelector",
+                    "limit",
+                    "continue",
+                    "resourceVersion",
+                    "watch",
+                ],
+                false,
+            ),
+        );
         coll.insert("post".into(), op(res, "post", &write, false));
         paths.insert(collection.clone(), Value::Object(coll));
         if res.verbs.contains(&"get") {
             let mut item = Map::new();
             item.insert("get".into(), op(res, "get", &["pretty"], false));
             item.insert("put".into(), op(res, "put", &write, false));
-            item.insert("patch".into(), op(res, "patch", &["dryRun", "fieldManager", "fieldValidation", "force", "pretty"], true));
-            item.insert("delete".into(), op(res, "delete", &["dryRun", "gracePeriodSeconds", "propagationPolicy"], false));
+            item.insert(
+                "patch".into(),
+                op(
+                    res,
+                    "patch",
+                    &["dryRun", "fieldManager", "fieldValidation", "force", "pretty"],
+                    true,
+                ),
+            );
+            item.insert(
+                "delete".into(),
+                op(
+                    res,
+                    "delete",
+                    &["dryRun", "gracePeriodSeconds", "propagationPolicy"],
+                    false,
+                ),
+            );
             paths.insert(format!("{collection}/{{name}}"), Value::Object(item));
         }
     }

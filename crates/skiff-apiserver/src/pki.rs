@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 /// PKI errors.
@@ -34,11 +34,17 @@ pub enum PkiError {
 const CA_CN: &str = "skiff-ca";
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.into(), source };
+    let io = |source| PkiError::Io {
+        path: path.into(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -56,7 +62,11 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::CommonName, CA_CN);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = rcgen::date_time_ymd(2020, 1, 1);
     p.not_after = rcgen::date_time_ymd(2100, 1, 1);
     p
@@ -89,13 +99,21 @@ impl Pki {
         let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
         if crt.exists() && key.exists() {
             let ca_key = KeyPair::from_pem(&read(&key)?)?;
-            return Ok(Self { dir: dir.into(), ca_key, ca_pem: read(&crt)? });
+            return Ok(Self {
+                dir: dir.into(),
+                ca_key,
+                ca_pem: read(&crt)?,
+            });
         }
         let ca_key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&ca_key)?;
         write(&key, &ca_key.serialize_pem(), true)?;
         write(&crt, &cert.pem(), false)?;
-        Ok(Self { dir: dir.into(), ca_key, ca_pem: cert.pem() })
+        Ok(Self {
+            dir: dir.into(),
+            ca_key,
+            ca_pem: cert.pem(),
+        })
     }
 
     /// Path of the CA certificate.
@@ -116,7 +134,12 @@ impl Pki {
         let cert_path = self.dir.join(format!("{name}.crt"));
         let key_path = self.dir.join(format!("{name}.key"));
         if cert_path.exists() && key_path.exists() {
-            return Ok(CertPair { cert_pem: read(&cert_path)?, key_pem: read(&key_path)?, cert_path, key_path });
+            return Ok(CertPair {
+                cert_pem: read(&cert_path)?,
+                key_pem: read(&key_path)?,
+                cert_path,
+                key_path,
+            });
         }
         let mut p = CertificateParams::new(sans.to_vec())?;
         let mut dn = DistinguishedName::new();
@@ -140,7 +163,12 @@ impl Pki {
         let cert = p.signed_by(&key, &issuer)?;
         write(&key_path, &key.serialize_pem(), true)?;
         write(&cert_path, &cert.pem(), false)?;
-        Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem(), cert_path, key_path })
+        Ok(CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_path,
+            key_path,
+        })
     }
 
     /// Writes a kubeconfig for `client` against `server` (e.g. `https://127.0.0.1:6443`).
@@ -164,12 +192,23 @@ mod tests {
     fn ca_and_certs_are_reused_across_loads() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::load_or_create(dir.path()).unwrap();
-        let a = pki.ensure_cert("admin", "system:admin", &["system:masters"], &[]).unwrap();
+        let a = pki
+            .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+            .unwrap();
         let pki2 = Pki::load_or_create(dir.path()).unwrap();
         assert_eq!(pki.ca_pem, pki2.ca_pem);
-        let b = pki2.ensure_cert("admin", "system:admin", &["system:masters"], &[]).unwrap();
+        let b = pki2
+            .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+            .unwrap();
         assert_eq!(a.cert_pem, b.cert_pem);
-        let s = pki2.ensure_cert("server", "kube-apiserver", &[], &["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let s = pki2
+            .ensure_cert(
+                "server",
+                "kube-apiserver",
+                &[],
+                &["127.0.0.1".into(), "localhost".into()],
+            )
+            .unwrap();
         assert!(s.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     }
 }

@@ -36,7 +36,9 @@ pub fn parse_path(path: &str) -> Result<Option<ResourceRequest>, ApiError> {
         r => (false, r),
     };
     let (namespace, rest): (Option<String>, &[&str]) = match rest {
-        ["namespaces", ns, r @ ..] if !r.is_empty() && !matches!(r[0], "status" | "finalize") => (Some((*ns).to_string()), r),
+        ["namespaces", ns, r @ ..] if !r.is_empty() && !matches!(r[0], "status" | "finalize") => {
+            (Some((*ns).to_string()), r)
+        }
         r => (None, r),
     };
     let (plural, name, sub) = match rest {
@@ -49,12 +51,18 @@ pub fn parse_path(path: &str) -> Result<Option<ResourceRequest>, ApiError> {
     if namespace.is_some() && !res.namespaced {
         return Err(ApiError::no_route());
     }
-    if let Some(s) = &sub {
-        if !res.subresources.contains(&s.as_str()) {
-            return Err(ApiError::no_route());
-        }
+    if let Some(s) = &sub
+        && !res.subresources.contains(&s.as_str())
+    {
+        return Err(ApiError::no_route());
     }
-    Ok(Some(ResourceRequest { res, namespace, name, subresource: sub, watch_path }))
+    Ok(Some(ResourceRequest {
+        res,
+        namespace,
+        name,
+        subresource: sub,
+        watch_path,
+    }))
 }
 
 /// Query parameters as a map (last value wins).
@@ -76,12 +84,25 @@ mod tests {
 
     #[test]
     fn parses_resource_paths() {
-        let r = parse_path("/api/v1/namespaces/default/pods/web/status").unwrap().unwrap();
-        assert_eq!((r.res.plural, r.namespace.as_deref(), r.name.as_deref(), r.subresource.as_deref()), ("pods", Some("default"), Some("web"), Some("status")));
+        let r = parse_path("/api/v1/namespaces/default/pods/web/status")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                r.res.plural,
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
         let r = parse_path("/api/v1/namespaces/default").unwrap().unwrap();
         assert_eq!((r.res.plural, r.name.as_deref()), ("namespaces", Some("default")));
         let r = parse_path("/api/v1/namespaces/x/finalize").unwrap().unwrap();
-        assert_eq!((r.res.plural, r.subresource.as_deref()), ("namespaces", Some("finalize")));
+        assert_eq!(
+            (r.res.plural, r.subresource.as_deref()),
+            ("namespaces", Some("finalize"))
+        );
         let r = parse_path("/apis/apps/v1/deployments").unwrap().unwrap();
         assert!(r.namespace.is_none() && r.name.is_none());
         assert!(parse_path("/api/v1").unwrap().is_none());

@@ -9,11 +9,11 @@ use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 use skiff_api::{patch, registry, table};
 
+use crate::App;
 use crate::list::{self, Selectors};
 use crate::objects::{DeleteOptions, FieldValidation, WriteOptions, now_rfc3339};
 use crate::request::{ResourceRequest, flag};
 use crate::status::{ApiError, success};
-use crate::App;
 
 /// A JSON response with optional `Warning` headers.
 pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
@@ -28,9 +28,10 @@ pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Res
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| {
-        a.split(',').next().is_some_and(|first| first.contains("as=Table"))
-    })
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains("as=Table")))
 }
 
 fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
@@ -44,7 +45,10 @@ fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> 
             )));
         }
     };
-    Ok(WriteOptions { dry_run: q.get("dryRun").is_some_and(|d| d == "All"), field_validation })
+    Ok(WriteOptions {
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        field_validation,
+    })
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -52,18 +56,33 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn name_of(r: &ResourceRequest) -> Result<&str, ApiError> {
-    r.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("a resource name is required"))
+    r.name
+        .as_deref()
+        .ok_or_else(|| ApiError::method_not_allowed("a resource name is required"))
 }
 
 /// Serves one resource request.
-pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<String, String>, headers: &HeaderMap, body: bytes::Bytes) -> Result<Response, ApiError> {
+pub async fn handle(
+    app: &App,
+    method: &Method,
+    r: ResourceRequest,
+    q: HashMap<String, String>,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
     let res = r.res;
     let ns = r.namespace.as_deref();
     let objects = &app.objects;
     let table_out = wants_table(headers);
     let render_one = move |obj: &Value| -> Value {
         if table_out {
-            table::table(res.kind, std::slice::from_ref(obj), json!({}), "Metadata", jiff::Timestamp::now())
+            table::table(
+                res.kind,
+                std::slice::from_ref(obj),
+                json!({}),
+                "Metadata",
+                jiff::Timestamp::now(),
+            )
         } else {
             obj.clone()
         }
@@ -78,7 +97,17 @@ pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<S
             if r.watch_path || flag(&q, "watch") {
                 let include = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
                 let render = move |obj: &Value| -> Value {
-                    if table_out { table::table(res.kind, std::slice::from_ref(obj), json!({}), &include, jiff::Timestamp::now()) } else { obj.clone() }
+                    if table_out {
+                        table::table(
+                            res.kind,
+                            std::slice::from_ref(obj),
+                            json!({}),
+                            &include,
+                            jiff::Timestamp::now(),
+                        )
+                    } else {
+                        obj.clone()
+                    }
                 };
                 let rx = crate::watch::start(objects, res, ns, &q, sel, render).await?;
                 let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -110,7 +139,11 @@ pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<S
         (Method::POST, false, None) => {
             let obj = parse_json(&body)?;
             if res.plural == "bindings" {
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 return bind(app, ns.unwrap_or_default(), &name, &obj, &q).await;
             }
             let w = objects.create(res, ns, obj, write_options(&q)?).await?;
@@ -131,7 +164,11 @@ pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<S
             let out = objects
                 .mutate(res, ns, &name, precondition, opts.dry_run, |cur| {
                     let scale = scale_of(cur);
-                    let new_scale = if is_patch { apply_patch(&content_type, &scale, &input)? } else { parse_json(&input)? };
+                    let new_scale = if is_patch {
+                        apply_patch(&content_type, &scale, &input)?
+                    } else {
+                        parse_json(&input)?
+                    };
                     let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                     let mut next = cur.clone();
                     next["spec"]["replicas"] = json!(replicas);
@@ -177,11 +214,10 @@ pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<S
                 .mutate(res, ns, &name, None, opts.dry_run, |cur| {
                     let patched = apply_patch(&content_type, cur, &body)?;
                     // A resourceVersion in the patch is a precondition.
-                    if let Some(rv) = patched.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                        if rv != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default() {
+                    if let Some(rv) = patched.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                        && rv != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default() {
                             return Err(ApiError::conflict(res, &name, "the object has been modified; please apply your changes to the latest version and try again"));
                         }
-                    }
                     let (n, w) = objects.prepare_update(res, sub, cur, patched, opts.field_validation)?;
                     warnings = w;
                     Ok(n)
@@ -201,7 +237,10 @@ pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<S
             let listed = list::list(objects, res, ns, &HashMap::new(), &sel).await?;
             let mut deleted = Vec::new();
             for obj in &listed.items {
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let ons = obj.pointer("/metadata/namespace").and_then(Value::as_str);
                 match objects.delete(res, ons, name, &opts).await {
                     Ok(o) => deleted.push(o),
@@ -209,10 +248,13 @@ pub async fn handle(app: &App, method: &Method, r: ResourceRequest, q: HashMap<S
                     Err(e) => return Err(e),
                 }
             }
-            let body = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {}, "items": deleted});
+            let body =
+                json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {}, "items": deleted});
             Ok(json_response(StatusCode::OK, &body, &[]))
         }
-        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method})"))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
     }
 }
 
@@ -227,7 +269,10 @@ fn content_type(headers: &HeaderMap) -> String {
 fn rv_of(obj: &Value) -> Result<Option<i64>, ApiError> {
     match obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
         None | Some("") => Ok(None),
-        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+        Some(rv) => rv
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
     }
 }
 
@@ -236,9 +281,15 @@ fn apply_patch(content_type: &str, cur: &Value, body: &[u8]) -> Result<Value, Ap
     let p = parse_json(body)?;
     match content_type {
         "application/json-patch+json" => {
-            let ops: json_patch::Patch = serde_json::from_value(p).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let ops: json_patch::Patch =
+                serde_json::from_value(p).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             let mut doc = cur.clone();
-            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError { code: 422, reason: "Invalid", message: e.to_string(), details: None })?;
+            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: e.to_string(),
+                details: None,
+            })?;
             Ok(doc)
         }
         "application/merge-patch+json" => {
@@ -246,8 +297,12 @@ fn apply_patch(content_type: &str, cur: &Value, body: &[u8]) -> Result<Value, Ap
             json_patch::merge(&mut doc, &p);
             Ok(doc)
         }
-        "application/strategic-merge-patch+json" => patch::strategic_merge(cur, &p).map_err(|e| ApiError::bad_request(e.to_string())),
-        other => Err(ApiError::unsupported_media_type(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"))),
+        "application/strategic-merge-patch+json" => {
+            patch::strategic_merge(cur, &p).map_err(|e| ApiError::bad_request(e.to_string()))
+        }
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+        ))),
     }
 }
 
@@ -258,7 +313,12 @@ fn scale_of(obj: &Value) -> Value {
         .pointer("/spec/selector")
         .and_then(|s| s.get("matchLabels"))
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
@@ -270,7 +330,11 @@ fn scale_of(obj: &Value) -> Value {
 }
 
 fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
-    let b: Value = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_json(body)? };
+    let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        parse_json(body)?
+    };
     let grace = q
         .get("gracePeriodSeconds")
         .and_then(|g| g.parse::<i64>().ok())
@@ -279,43 +343,72 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
         .get("propagationPolicy")
         .cloned()
         .or_else(|| b.get("propagationPolicy").and_then(Value::as_str).map(String::from));
-    if let Some(p) = &propagation {
-        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
-        }
+    if let Some(p) = &propagation
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: {p:?}"
+        )));
     }
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All")
-        || b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+        || b.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
     Ok(DeleteOptions {
         grace_period_seconds: grace,
         propagation,
-        orphan_dependents: q.get("orphanDependents").map(|v| v == "true").or_else(|| b.get("orphanDependents").and_then(Value::as_bool)),
-        precondition_uid: b.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
-        precondition_rv: b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
+        orphan_dependents: q
+            .get("orphanDependents")
+            .map(|v| v == "true")
+            .or_else(|| b.get("orphanDependents").and_then(Value::as_bool)),
+        precondition_uid: b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from),
+        precondition_rv: b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
         dry_run,
     })
 }
 
 /// `POST pods/{name}/binding`: assigns the pod to the target node (409 if already bound).
-async fn bind(app: &App, ns: &str, name: &str, binding: &Value, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn bind(
+    app: &App,
+    ns: &str,
+    name: &str,
+    binding: &Value,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let pods = registry::lookup("", "v1", "pods").expect("pods are served");
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid(pods, name, &[skiff_api::validation::FieldError {
-            reason: "FieldValueRequired",
-            field: "target.name".into(),
-            message: "Required value".into(),
-        }]));
+        return Err(ApiError::invalid(
+            pods,
+            name,
+            &[skiff_api::validation::FieldError {
+                reason: "FieldValueRequired",
+                field: "target.name".into(),
+                message: "Required value".into(),
+            }],
+        ));
     }
     let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-    let uid = binding.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+    let uid = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
     app.objects
         .mutate(pods, Some(ns), name, None, dry_run, |cur| {
-            if let Some(uid) = &uid {
-                if cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+            if let Some(uid) = &uid
+                && cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
                     return Err(ApiError::conflict(pods, name, "the UID in the binding does not match the pod"));
                 }
-            }
             if cur.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
                 return Err(ApiError::conflict(pods, name, "pod is being deleted, cannot be assigned to a host"));
             }
@@ -339,11 +432,23 @@ async fn maybe_finish_namespace(app: &App, res: &registry::ResourceInfo, obj: &V
     if res.kind != "Namespace" || obj.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
         return Ok(obj.clone());
     }
-    let spec_empty = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
-    let meta_empty = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+    let spec_empty = obj
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    let meta_empty = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
     if spec_empty && meta_empty {
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok());
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok());
         match app.objects.store().delete(&res.key(None, name), rv).await {
             Ok(_) | Err(skiff_store::Error::NotFound(_)) => {}
             Err(skiff_store::Error::Conflict { .. }) => {}

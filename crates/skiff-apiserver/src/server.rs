@@ -38,8 +38,9 @@ pub fn tls_config(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<
         .allow_unauthenticated()
         .build()
         .map_err(|e| tls(&e))?;
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -94,7 +95,12 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: App, s
 }
 
 fn text(code: StatusCode, body: &str) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn dispatch(State(app): State<App>, req: Request) -> Response {
@@ -140,7 +146,9 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
                 match segs.as_slice() {
                     ["apis", g] => Some(discovery::group(g).ok_or_else(ApiError::no_route)?),
                     ["apis", g, v] => Some(discovery::resource_list(g, v).ok_or_else(ApiError::no_route)?),
-                    ["openapi", "v3", "apis", g, v] => Some(crate::openapi::document(g, v).ok_or_else(ApiError::no_route)?),
+                    ["openapi", "v3", "apis", g, v] => {
+                        Some(crate::openapi::document(g, v).ok_or_else(ApiError::no_route)?)
+                    }
                     _ => None,
                 }
             }
@@ -155,11 +163,18 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
     let headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), 64 << 20)
         .await
-        .map_err(|e| ApiError { code: 413, reason: "RequestEntityTooLarge", message: e.to_string(), details: None })?;
+        .map_err(|e| ApiError {
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            message: e.to_string(),
+            details: None,
+        })?;
     rest::handle(app, &method, rr, q, &headers, body).await
 }
 
 /// Binds the listener.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }

@@ -22,7 +22,11 @@ pub struct ApiError {
 
 /// `pods` or `deployments.apps`: how upstream names a resource in messages.
 pub fn qualified(res: &ResourceInfo) -> String {
-    if res.group.is_empty() { res.plural.to_string() } else { format!("{}.{}", res.plural, res.group) }
+    if res.group.is_empty() {
+        res.plural.to_string()
+    } else {
+        format!("{}.{}", res.plural, res.group)
+    }
 }
 
 fn details(res: &ResourceInfo, name: &str) -> Value {
@@ -31,7 +35,12 @@ fn details(res: &ResourceInfo, name: &str) -> Value {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// 400 BadRequest.
@@ -51,7 +60,10 @@ impl ApiError {
 
     /// 404 NotFound for an object.
     pub fn not_found(res: &ResourceInfo, name: &str) -> Self {
-        Self { details: Some(details(res, name)), ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(res))) }
+        Self {
+            details: Some(details(res, name)),
+            ..Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(res)))
+        }
     }
 
     /// 404 NotFound for a path that names nothing served.
@@ -66,14 +78,25 @@ impl ApiError {
 
     /// 409 AlreadyExists.
     pub fn already_exists(res: &ResourceInfo, name: &str) -> Self {
-        Self { details: Some(details(res, name)), ..Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(res))) }
+        Self {
+            details: Some(details(res, name)),
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", qualified(res)),
+            )
+        }
     }
 
     /// 409 Conflict (optimistic concurrency failure).
     pub fn conflict(res: &ResourceInfo, name: &str, why: &str) -> Self {
         Self {
             details: Some(details(res, name)),
-            ..Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(res)))
+            ..Self::new(
+                409,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(res)),
+            )
         }
     }
 
@@ -93,7 +116,11 @@ impl ApiError {
         let message = if rendered.len() == 1 {
             format!("{} \"{name}\" is invalid: {}", kind_qualified(res), rendered[0])
         } else {
-            format!("{} \"{name}\" is invalid: [{}]", kind_qualified(res), rendered.join(", "))
+            format!(
+                "{} \"{name}\" is invalid: [{}]",
+                kind_qualified(res),
+                rendered.join(", ")
+            )
         };
         let causes: Vec<Value> = errs
             .iter()
@@ -130,7 +157,11 @@ impl ApiError {
 
 /// `Deployment.apps` / `Pod`: how upstream names a kind in Invalid messages.
 fn kind_qualified(res: &ResourceInfo) -> String {
-    if res.group.is_empty() { res.kind.to_string() } else { format!("{}.{}", res.kind, res.group) }
+    if res.group.is_empty() {
+        res.kind.to_string()
+    } else {
+        format!("{}.{}", res.kind, res.group)
+    }
 }
 
 impl From<skiff_store::Error> for ApiError {
@@ -141,7 +172,11 @@ impl From<skiff_store::Error> for ApiError {
             }
             skiff_store::Error::FutureRevision { requested, current } => Self {
                 details: Some(json!({"retryAfterSeconds": 1})),
-                ..Self::new(504, "Timeout", format!("Too large resource version: {requested}, current: {current}"))
+                ..Self::new(
+                    504,
+                    "Timeout",
+                    format!("Too large resource version: {requested}, current: {current}"),
+                )
             },
             other => Self::internal(other.to_string()),
         }
@@ -151,7 +186,12 @@ impl From<skiff_store::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, [(http::header::CONTENT_TYPE, "application/json")], self.to_status().to_string()).into_response()
+        (
+            code,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            self.to_status().to_string(),
+        )
+            .into_response()
     }
 }
 

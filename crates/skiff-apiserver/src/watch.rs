@@ -49,7 +49,10 @@ pub async fn start(
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
     let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
     let bookmarks = flag(q, "allowWatchBookmarks");
-    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let store = objects.store().clone();
     let mut initial = Vec::new();
     let start_rev;
@@ -67,7 +70,9 @@ pub async fn start(
             initial.clear();
         }
     } else {
-        start_rev = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
+        start_rev = rv
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let stream = match store.watch(&prefix, start_rev).await {
@@ -88,10 +93,14 @@ pub async fn start(
             }
         }
         let mut last_rev = start_rev;
-        if send_initial == Some(true) && bookmarks {
-            if tx.send(Ok(line("BOOKMARK", &bookmark(res, last_rev, true)))).await.is_err() {
-                return;
-            }
+        if send_initial == Some(true)
+            && bookmarks
+            && tx
+                .send(Ok(line("BOOKMARK", &bookmark(res, last_rev, true))))
+                .await
+                .is_err()
+        {
+            return;
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
@@ -142,11 +151,10 @@ pub async fn start(
                             (sel.matches(&new) || old.as_ref().is_some_and(|o| sel.matches(o))).then_some("DELETED")
                         }
                     };
-                    if let Some(kind) = out {
-                        if tx.send(Ok(line(kind, &render(&new)))).await.is_err() {
+                    if let Some(kind) = out
+                        && tx.send(Ok(line(kind, &render(&new)))).await.is_err() {
                             return;
                         }
-                    }
                 }
             }
         }

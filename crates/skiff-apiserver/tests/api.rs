@@ -26,10 +26,24 @@ impl Drop for TestServer {
 async fn start() -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
-    let serving = pki.ensure_cert("server", "kube-apiserver", &[], &["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let admin = pki.ensure_cert("admin", "system:admin", &["system:masters"], &[]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let store: Arc<dyn skiff_store::Store> = Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let serving = pki
+        .ensure_cert(
+            "server",
+            "kube-apiserver",
+            &[],
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
+    let admin = pki
+        .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = skiff_apiserver::Config {
@@ -44,10 +58,17 @@ async fn start() -> TestServer {
     tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
     rx.await.unwrap();
     let kc_path = dir.path().join("admin.kubeconfig");
-    pki.write_kubeconfig(&kc_path, &format!("https://127.0.0.1:{port}"), "admin", &admin).unwrap();
+    pki.write_kubeconfig(&kc_path, &format!("https://127.0.0.1:{port}"), "admin", &admin)
+        .unwrap();
     let kc = kube::config::Kubeconfig::read_from(&kc_path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-    TestServer { client: kube::Client::try_from(cfg).unwrap(), shutdown, _dir: dir }
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    TestServer {
+        client: kube::Client::try_from(cfg).unwrap(),
+        shutdown,
+        _dir: dir,
+    }
 }
 
 fn pod(name: &str, labels: serde_json::Value) -> Pod {
@@ -63,7 +84,14 @@ fn pod(name: &str, labels: serde_json::Value) -> Pod {
 async fn system_namespaces_exist() {
     let s = start().await;
     let ns: Api<Namespace> = Api::all(s.client.clone());
-    let names: Vec<String> = ns.list(&ListParams::default()).await.unwrap().items.into_iter().map(|n| n.metadata.name.unwrap()).collect();
+    let names: Vec<String> = ns
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| n.metadata.name.unwrap())
+        .collect();
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
     }
@@ -73,7 +101,10 @@ async fn system_namespaces_exist() {
 async fn pod_crud_defaults_and_conflicts() {
     let s = start().await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
-    let created = pods.create(&PostParams::default(), &pod("web", json!({"app": "web"}))).await.unwrap();
+    let created = pods
+        .create(&PostParams::default(), &pod("web", json!({"app": "web"})))
+        .await
+        .unwrap();
     let spec = created.spec.as_ref().unwrap();
     assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
     assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
@@ -81,8 +112,14 @@ async fn pod_crud_defaults_and_conflicts() {
     assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
 
     // AlreadyExists.
-    let err = pods.create(&PostParams::default(), &pod("web", json!({}))).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{err:?}");
+    let err = pods
+        .create(&PostParams::default(), &pod("web", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err:?}"
+    );
 
     // Stale update -> 409 Conflict.
     let mut a = pods.get("web").await.unwrap();
@@ -91,19 +128,30 @@ async fn pod_crud_defaults_and_conflicts() {
     pods.replace("web", &PostParams::default(), &a).await.unwrap();
     b.metadata.labels.get_or_insert_default().insert("x".into(), "2".into());
     let err = pods.replace("web", &PostParams::default(), &b).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"),
+        "{err:?}"
+    );
 
     // Label selectors.
-    pods.create(&PostParams::default(), &pod("other", json!({"app": "db"}))).await.unwrap();
+    pods.create(&PostParams::default(), &pod("other", json!({"app": "db"})))
+        .await
+        .unwrap();
     let l = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
     assert_eq!(l.items.len(), 1);
-    let l = pods.list(&ListParams::default().labels("app in (web,db)")).await.unwrap();
+    let l = pods
+        .list(&ListParams::default().labels("app in (web,db)"))
+        .await
+        .unwrap();
     assert_eq!(l.items.len(), 2);
 
     // Unbound pods are deleted immediately.
     pods.delete("other", &DeleteParams::default()).await.unwrap();
     let err = pods.get("other").await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -117,30 +165,59 @@ async fn invalid_objects_are_rejected_with_field_paths() {
     }))
     .unwrap();
     let err = deploys.create(&PostParams::default(), &d).await.unwrap_err();
-    let kube::Error::Api(status) = err else { panic!("expected API error") };
+    let kube::Error::Api(status) = err else {
+        panic!("expected API error")
+    };
     assert_eq!(status.code, 422);
-    assert!(status.message.contains("spec.template.spec.containers: Required value"), "{}", status.message);
+    assert!(
+        status.message.contains("spec.template.spec.containers: Required value"),
+        "{}",
+        status.message
+    );
     assert!(deploys.get_opt("web").await.unwrap().is_none(), "nothing is stored");
 
     // Unknown fields with fieldValidation=Strict are a 400.
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
     let patch = json!({"spec": {"bogus": 1}});
     pods.create(&PostParams::default(), &pod("p", json!({}))).await.unwrap();
-    let pp = PatchParams { field_validation: Some(kube::api::ValidationDirective::Strict), ..Default::default() };
+    let pp = PatchParams {
+        field_validation: Some(kube::api::ValidationDirective::Strict),
+        ..Default::default()
+    };
     let err = pods.patch("p", &pp, &Patch::Merge(&patch)).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400 && s.message.contains("unknown field \"spec.bogus\"")), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 400 && s.message.contains("unknown field \"spec.bogus\"")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn watch_delivers_changes_in_order() {
     let s = start().await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
-    let first = pods.create(&PostParams::default(), &pod("a", json!({"app": "w"}))).await.unwrap();
+    let first = pods
+        .create(&PostParams::default(), &pod("a", json!({"app": "w"})))
+        .await
+        .unwrap();
     let rv = first.metadata.resource_version.unwrap();
-    let mut stream = pods.watch(&WatchParams::default().labels("app=w"), &rv).await.unwrap().boxed();
-    pods.create(&PostParams::default(), &pod("b", json!({"app": "w"}))).await.unwrap();
-    pods.create(&PostParams::default(), &pod("c", json!({"app": "other"}))).await.unwrap();
-    pods.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
+    let mut stream = pods
+        .watch(&WatchParams::default().labels("app=w"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    pods.create(&PostParams::default(), &pod("b", json!({"app": "w"})))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("c", json!({"app": "other"})))
+        .await
+        .unwrap();
+    pods.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .unwrap();
     pods.delete("b", &DeleteParams::default()).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -169,14 +246,24 @@ async fn strategic_merge_patch_changes_one_container() {
     let created = deploys.create(&PostParams::default(), &d).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "busybox:1.35"}]}}}});
-    let out = deploys.patch("web", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    let out = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
     let cs = &out.spec.unwrap().template.spec.unwrap().containers;
     assert_eq!(cs.len(), 2);
     assert_eq!(cs[0].image.as_deref(), Some("busybox:1.35"));
     assert_eq!(cs[0].args.as_deref(), Some(&["httpd".to_string()][..]));
     assert_eq!(out.metadata.generation, Some(2));
     // Scale subresource.
-    let scale = deploys.patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.unwrap();
+    let scale = deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(4));
     assert_eq!(deploys.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
 }

@@ -82,7 +82,9 @@ fn hostname() -> String {
 
 /// The first /24 of the cluster CIDR: the single node's podCIDR.
 fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
-    let (addr, _) = cluster_cidr.split_once('/').context("--cluster-cidr must be CIDR notation")?;
+    let (addr, _) = cluster_cidr
+        .split_once('/')
+        .context("--cluster-cidr must be CIDR notation")?;
     let ip: Ipv4Addr = addr.parse().context("--cluster-cidr must be an IPv4 CIDR")?;
     let o = ip.octets();
     Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
@@ -107,12 +109,17 @@ async fn shutdown_signal() {
 /// Runs `skiff server` until SIGTERM/SIGINT.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(ep) = &args.datastore_endpoint {
-        bail!("--datastore-endpoint {ep}: external etcd is not supported by this build yet; omit the flag to use the embedded store");
+        bail!(
+            "--datastore-endpoint {ep}: external etcd is not supported by this build yet; omit the flag to use the embedded store"
+        );
     }
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
-    let node_ip = args.node_ip.or_else(detect_node_ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let node_ip = args
+        .node_ip
+        .or_else(detect_node_ip)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = args.https_listen_port;
 
     // PKI.
@@ -132,7 +139,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     sans.dedup();
     let serving = pki.ensure_cert("server", "kube-apiserver", &[], &sans)?;
     let admin = pki.ensure_cert("admin", "system:admin", &["system:masters"], &[])?;
-    let kubelet_client = pki.ensure_cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", &["system:masters"], &[])?;
+    let kubelet_client = pki.ensure_cert(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+        &[],
+    )?;
     let url = format!("https://127.0.0.1:{port}");
     let mut component_kubeconfigs = Vec::new();
     for (file, cn, org) in [
@@ -148,9 +160,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     // Store.
-    let store: Arc<dyn skiff_store::Store> = Arc::new(
-        skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?,
-    );
+    let store: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?);
 
     // Apiserver.
     let shutdown = CancellationToken::new();
@@ -177,16 +188,31 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let controller_client = client_from(&component_kubeconfigs[0]).await?;
     let token = shutdown.clone();
-    tasks.spawn(async move { skiff_controllers::run(controller_client, token).await.map_err(anyhow::Error::from).context("controller-manager") });
+    tasks.spawn(async move {
+        skiff_controllers::run(controller_client, token)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("controller-manager")
+    });
     let scheduler_client = client_from(&component_kubeconfigs[1]).await?;
     let token = shutdown.clone();
-    tasks.spawn(async move { skiff_scheduler::run(scheduler_client, token).await.map_err(anyhow::Error::from).context("scheduler") });
+    tasks.spawn(async move {
+        skiff_scheduler::run(scheduler_client, token)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("scheduler")
+    });
     if !args.disable_agent {
         let kubelet_serving = pki.ensure_cert(
             "kubelet-serving",
             &format!("system:node:{node_name}"),
             &["system:nodes"],
-            &[node_ip.to_string(), "127.0.0.1".into(), "localhost".into(), node_name.clone()],
+            &[
+                node_ip.to_string(),
+                "127.0.0.1".into(),
+                "localhost".into(),
+                node_name.clone(),
+            ],
         )?;
         let kubelet_kube = client_from(&component_kubeconfigs[2]).await?;
         let config = skiff_kubelet::KubeletConfig {
@@ -206,7 +232,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             control_plane: true,
         };
         let token = shutdown.clone();
-        tasks.spawn(async move { skiff_kubelet::run(kubelet_kube, config, token).await.map_err(anyhow::Error::from).context("kubelet") });
+        tasks.spawn(async move {
+            skiff_kubelet::run(kubelet_kube, config, token)
+                .await
+                .map_err(anyhow::Error::from)
+                .context("kubelet")
+        });
     }
     let _ = &args.service_cluster_ip_range;
 
