@@ -169,9 +169,12 @@ enum Op {
     },
 }
 
+/// Where the writer answers one request.
+type Reply = oneshot::Sender<Result<Option<KeyValue>>>;
+
 struct Request {
     op: Op,
-    reply: oneshot::Sender<Result<Option<KeyValue>>>,
+    reply: Reply,
 }
 
 struct Shared {
@@ -357,7 +360,7 @@ fn writer_loop(shared: &Shared, rx: std_mpsc::Receiver<Request>) {
                 break;
             }
         }
-        let mut results: Vec<(oneshot::Sender<Result<Option<KeyValue>>>, Result<Option<KeyValue>>)> = Vec::new();
+        let mut results: Vec<(Reply, Result<Option<KeyValue>>)> = Vec::new();
         let mut events = Vec::new();
         let outcome = (|| -> Result<()> {
             let (mut rev, mut compacted) = read_meta(&shared.db)?;
