@@ -6,11 +6,15 @@
 //! - [`patch`]: strategic merge patch.
 //! - [`defaults`]: defaulting of built-in types.
 //! - [`validation`]: decoding against the built-in types and validation.
+//! - [`quantity`]: resource quantities.
+//! - [`events`]: building core/v1 Events.
 //! - [`table`]: server-side `Table` printing for `kubectl get`.
 #![deny(missing_docs)]
 
 pub mod defaults;
+pub mod events;
 pub mod patch;
+pub mod quantity;
 pub mod registry;
 pub mod selector;
 pub mod table;
