@@ -91,6 +91,11 @@ pub async fn handle(
         return Err(ApiError::no_route());
     }
     let sub = r.subresource.as_deref();
+    if !body.is_empty() && content_type(headers).contains("protobuf") {
+        return Err(ApiError::unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
     match (method.clone(), r.name.is_some(), sub) {
         (Method::GET, false, None) => {
             let sel = Selectors::from_query(&q)?;

@@ -1,0 +1,112 @@
+//! Helpers shared by the controllers: controller references, pod readiness and
+//! availability, and event recording.
+
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+use skiff_api::events::{EventType, new_event};
+
+/// The owner reference with `controller: true`, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+/// A controller owner reference to an object (`controller` and `blockOwnerDeletion` set).
+pub fn owner_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether the pod is being deleted or has finished (upstream `IsPodActive` negated).
+pub fn is_inactive(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+        || matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// The time the pod's Ready condition became True, if it is Ready.
+pub fn ready_since(p: &Pod) -> Option<jiff::Timestamp> {
+    let c = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (c.status == "True").then(|| {
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or_else(jiff::Timestamp::now)
+    })
+}
+
+/// Ready for at least `min_ready_seconds` (upstream `IsPodAvailable`).
+pub fn is_available(p: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> bool {
+    ready_since(p)
+        .is_some_and(|t| min_ready_seconds <= 0 || t.as_second() + min_ready_seconds as i64 <= now.as_second())
+}
+
+/// An object reference for events.
+pub fn reference(api_version: &str, kind: &str, meta: &ObjectMeta) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+/// Records a core/v1 Event; failures are logged, never fatal (as client-go's recorder).
+pub async fn record(
+    client: &kube::Client,
+    involved: ObjectReference,
+    ty: EventType,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = involved.namespace.clone().unwrap_or_else(|| "default".into());
+    let ev: Event = new_event(&involved, ty, reason, message, component, None, jiff::Timestamp::now());
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &ev)
+        .await
+    {
+        tracing::debug!(error = %e, "recording event failed");
+    }
+}
+
+/// A label selector string (`a=b,c=d`) from `matchLabels` and `matchExpressions`.
+pub fn selector_string(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let vals = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({vals})", e.key),
+            "NotIn" => format!("{} notin ({vals})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
