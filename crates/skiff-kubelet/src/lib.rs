@@ -1,1 +1,117 @@
-//! skiff-kubelet
+//! The Skiff kubelet: the node agent. It registers the Node, renews its Lease, runs
+//! the pods bound to it in real containers through CRI v1 (containerd + runc, CNI
+//! networking), reports their status truthfully, and serves container logs.
+#![deny(missing_docs)]
+
+pub mod cni;
+pub mod containerd;
+pub mod cri;
+pub mod logs;
+pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod server;
+pub mod status;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+/// Kubelet errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or process operation failed.
+    #[error("{0}")]
+    Io(String),
+    /// A CRI call failed.
+    #[error("container runtime: {0}")]
+    Cri(String),
+    /// TLS material for the kubelet API is unusable.
+    #[error("kubelet TLS: {0}")]
+    Tls(String),
+    /// An API call failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// (De)serialization failed.
+    #[error("serialization: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Configuration of the kubelet (upstream flag names in parentheses).
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// Node name (`--hostname-override`).
+    pub node_name: String,
+    /// Root directory (`--root-dir`): containerd state, pod logs, CNI config.
+    pub root_dir: PathBuf,
+    /// CRI endpoint (`--container-runtime-endpoint`); `None` starts a supervised containerd.
+    pub container_runtime_endpoint: Option<String>,
+    /// The node's pod CIDR (`--pod-cidr`), e.g. `10.42.0.0/24`.
+    pub pod_cidr: String,
+    /// Cluster DNS servers (`--cluster-dns`).
+    pub cluster_dns: Vec<IpAddr>,
+    /// Cluster domain (`--cluster-domain`).
+    pub cluster_domain: String,
+    /// Node IP (`--node-ip`); `None` detects the default route's address.
+    pub node_ip: Option<IpAddr>,
+    /// Port of the kubelet API (`--port`).
+    pub port: u16,
+    /// Serving certificate (`--tls-cert-file`).
+    pub serving_cert: PathBuf,
+    /// Serving key (`--tls-private-key-file`).
+    pub serving_key: PathBuf,
+    /// CA for client certificates (`--client-ca-file`).
+    pub client_ca: PathBuf,
+    /// Sandbox image (`--pod-infra-container-image`).
+    pub pause_image: String,
+    /// Registry mirror for docker.io and registry.k8s.io (e.g. `http://127.0.0.1:5000`).
+    pub registry_mirror: Option<String>,
+    /// Whether to label the node as a control-plane node.
+    pub control_plane: bool,
+}
+
+fn detect_node_ip() -> Option<IpAddr> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("10.255.255.255:9").ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// Runs the kubelet until `shutdown`. Pods keep running when it stops; a restarted
+/// kubelet adopts them.
+pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let node_ip = config
+        .node_ip
+        .or_else(detect_node_ip)
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let cni_dir = config.root_dir.join("cni");
+    cni::write(&cni_dir, &config.pod_cidr)?;
+    let endpoint = match &config.container_runtime_endpoint {
+        Some(e) => e.clone(),
+        None => {
+            let layout = containerd::Layout::new(&config.root_dir);
+            containerd::write_config(
+                &layout,
+                &config.pause_image,
+                &cni_dir,
+                config.registry_mirror.as_deref(),
+            )?;
+            containerd::supervise(layout.clone(), shutdown.clone()).await?;
+            layout.socket.display().to_string()
+        }
+    };
+    let cri = cri::Cri::connect(&endpoint).await?;
+    let runtime = cri.version().await?;
+    tracing::info!(%runtime, node = %config.node_name, %node_ip, "kubelet connected to the container runtime");
+    server::serve(config.clone(), shutdown.clone()).await?;
+    let node_task = tokio::spawn(node::run(
+        client.clone(),
+        config.clone(),
+        node_ip,
+        cri.clone(),
+        shutdown.clone(),
+    ));
+    let pods = pods::run(client, config, node_ip, cri, shutdown.clone()).await;
+    let _ = node_task.await;
+    pods
+}

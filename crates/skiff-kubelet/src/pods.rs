@@ -1,0 +1,1502 @@
+//! Pod workers: one task per pod bound to this node drives the pod toward its spec
+//! through CRI (sandbox, image pulls, init containers in order, app containers,
+//! restarts with backoff, probes) and reports its status; on deletion it stops the
+//! containers within the grace period and removes the pod object.
+//!
+//! The runtime is the source of truth: each sync lists the pod's sandbox and
+//! containers by the pod UID label, so a restarted kubelet adopts running containers
+//! instead of creating new ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Event, ObjectReference, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use skiff_api::events::{EventType, new_event};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cri::Cri;
+use crate::probes::{self, Outcome, ProbeState};
+use crate::status::{self, ContainerView, RuntimeContainer, RuntimeState};
+use crate::{Error, KubeletConfig};
+
+const LABEL_UID: &str = "io.kubernetes.pod.uid";
+const LABEL_NAME: &str = "io.kubernetes.pod.name";
+const LABEL_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const LABEL_CONTAINER: &str = "io.kubernetes.container.name";
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long resets its restart backoff (upstream: 10 minutes).
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// Shared by all workers.
+pub struct Shared {
+    pub(crate) client: kube::Client,
+    pub(crate) cri: Cri,
+    pub(crate) cfg: KubeletConfig,
+    pub(crate) node_ip: IpAddr,
+    pub(crate) store: Store<Pod>,
+}
+
+impl Shared {
+    fn pod_log_dir(&self, pod: &Pod) -> PathBuf {
+        let m = &pod.metadata;
+        self.cfg.root_dir.join("pods").join(format!(
+            "{}_{}_{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+            m.uid.as_deref().unwrap_or_default()
+        ))
+    }
+
+    async fn event(&self, pod: &Pod, ty: EventType, reason: &str, message: &str, field: Option<String>) {
+        let r = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            field_path: field,
+            ..Default::default()
+        };
+        let ev: Event = new_event(
+            &r,
+            ty,
+            reason,
+            message,
+            "kubelet",
+            Some(&self.cfg.node_name),
+            jiff::Timestamp::now(),
+        );
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        if let Err(e) = Api::<Event>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &ev)
+            .await
+        {
+            tracing::debug!(error = %e, "recording event failed");
+        }
+    }
+}
+
+/// Per-container kubelet state that the runtime does not hold.
+#[derive(Default)]
+struct ContainerState {
+    waiting: Option<(String, String)>,
+    restart_delay: Option<Duration>,
+    restart_not_before: Option<Instant>,
+    pull_delay: Option<Duration>,
+    pull_not_before: Option<Instant>,
+    /// Probe states for the current container id.
+    probed_id: String,
+    readiness: Option<ProbeState>,
+    liveness: Option<ProbeState>,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    uid: String,
+    containers: HashMap<String, ContainerState>,
+    last_status: Option<Value>,
+    start_time: Option<String>,
+}
+
+fn label_filter(uid: &str) -> HashMap<String, String> {
+    HashMap::from([(LABEL_UID.to_string(), uid.to_string())])
+}
+
+fn runtime_container(c: &cri::ContainerStatus) -> RuntimeContainer {
+    let state = match cri::ContainerState::try_from(c.state) {
+        Ok(cri::ContainerState::ContainerRunning) => RuntimeState::Running,
+        Ok(cri::ContainerState::ContainerExited) => RuntimeState::Exited,
+        Ok(cri::ContainerState::ContainerCreated) => RuntimeState::Created,
+        _ => RuntimeState::Unknown,
+    };
+    RuntimeContainer {
+        id: c.id.clone(),
+        attempt: c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+        state,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        exit_code: c.exit_code,
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        image: c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+        image_ref: c.image_ref.clone(),
+    }
+}
+
+/// Expands `$(VAR)` references (upstream `expansion.Expand`): `$$` escapes, unknown
+/// references stay as written.
+pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match env.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => out.push_str(&format!("$({name})")),
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = inner;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn field_ref(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let from_map = |map: &Option<BTreeMap<String, String>>, key: &str| {
+        map.as_ref().and_then(|l| l.get(key).cloned()).unwrap_or_default()
+    };
+    let key_of = |p: &str| {
+        p.split_once("['")
+            .and_then(|(_, k)| k.strip_suffix("']"))
+            .map(String::from)
+    };
+    Some(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        p if p.starts_with("metadata.labels[") => from_map(&m.labels, &key_of(p)?),
+        p if p.starts_with("metadata.annotations[") => from_map(&m.annotations, &key_of(p)?),
+        _ => return None,
+    })
+}
+
+impl Worker {
+    fn pod(&self) -> Option<Arc<Pod>> {
+        self.shared
+            .store
+            .state()
+            .into_iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(self.uid.as_str()))
+    }
+
+    async fn sandboxes(&self) -> Result<Vec<cri::PodSandbox>, Error> {
+        let req = cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: label_filter(&self.uid),
+                ..Default::default()
+            }),
+        };
+        Ok(self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(req)
+            .await?
+            .into_inner()
+            .items)
+    }
+
+    fn sandbox_config(&self, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
+        let m = &pod.metadata;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut labels: HashMap<String, String> = m.labels.clone().unwrap_or_default().into_iter().collect();
+        labels.insert(LABEL_UID.into(), self.uid.clone());
+        labels.insert(LABEL_NAME.into(), m.name.clone().unwrap_or_default());
+        labels.insert(LABEL_NAMESPACE.into(), m.namespace.clone().unwrap_or_default());
+        let host_network = spec.host_network == Some(true);
+        let ns = m.namespace.clone().unwrap_or_default();
+        let domain = &self.shared.cfg.cluster_domain;
+        let dns = match spec.dns_policy.as_deref() {
+            Some("Default") => None,
+            Some("ClusterFirstWithHostNet") | Some("ClusterFirst") | None
+                if !host_network || spec.dns_policy.as_deref() == Some("ClusterFirstWithHostNet") =>
+            {
+                Some(cri::DnsConfig {
+                    servers: self.shared.cfg.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+                    searches: vec![format!("{ns}.svc.{domain}"), format!("svc.{domain}"), domain.clone()],
+                    options: vec!["ndots:5".into()],
+                })
+            }
+            Some("None") => spec.dns_config.as_ref().map(|c| cri::DnsConfig {
+                servers: c.nameservers.clone().unwrap_or_default(),
+                searches: c.searches.clone().unwrap_or_default(),
+                options: c
+                    .options
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|o| match &o.value {
+                        Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+                        None => o.name.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        };
+        let mut port_mappings = Vec::new();
+        for c in &spec.containers {
+            for p in c.ports.as_deref().unwrap_or_default() {
+                if let Some(hp) = p.host_port.filter(|hp| *hp > 0) {
+                    let protocol = match p.protocol.as_deref() {
+                        Some("UDP") => cri::Protocol::Udp,
+                        Some("SCTP") => cri::Protocol::Sctp,
+                        _ => cri::Protocol::Tcp,
+                    };
+                    port_mappings.push(cri::PortMapping {
+                        protocol: protocol as i32,
+                        container_port: p.container_port,
+                        host_port: hp,
+                        host_ip: p.host_ip.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let network = if host_network {
+            cri::NamespaceMode::Node
+        } else {
+            cri::NamespaceMode::Pod
+        };
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: m.name.clone().unwrap_or_default(),
+                uid: self.uid.clone(),
+                namespace: ns.clone(),
+                attempt,
+            }),
+            hostname: if host_network {
+                String::new()
+            } else {
+                spec.hostname
+                    .clone()
+                    .unwrap_or_else(|| m.name.clone().unwrap_or_default())
+            },
+            log_directory: self.shared.pod_log_dir(pod).display().to_string(),
+            dns_config: dns,
+            port_mappings,
+            labels,
+            annotations: m.annotations.clone().unwrap_or_default().into_iter().collect(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: network as i32,
+                        pid: if spec.host_pid == Some(true) {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Container as i32
+                        },
+                        ipc: if spec.host_ipc == Some(true) {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Ensures a ready sandbox; returns (id, pod IP, config).
+    async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(String, String, cri::PodSandboxConfig), Error> {
+        let mut sandboxes = self.sandboxes().await?;
+        sandboxes.sort_by_key(|s| s.created_at);
+        let ready = sandboxes
+            .iter()
+            .rev()
+            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .cloned();
+        let attempt = sandboxes
+            .iter()
+            .filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1))
+            .max()
+            .unwrap_or(0);
+        let (id, config) = match ready {
+            Some(s) => {
+                let a = s.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+                (s.id, self.sandbox_config(pod, a))
+            }
+            None => {
+                // A dead sandbox takes its containers with it: clean up and start over.
+                for s in &sandboxes {
+                    let _ = self
+                        .shared
+                        .cri
+                        .runtime
+                        .clone()
+                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                            pod_sandbox_id: s.id.clone(),
+                        })
+                        .await;
+                    let _ = self
+                        .shared
+                        .cri
+                        .runtime
+                        .clone()
+                        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                            pod_sandbox_id: s.id.clone(),
+                        })
+                        .await;
+                }
+                let config = self.sandbox_config(pod, attempt);
+                std::fs::create_dir_all(&config.log_directory)
+                    .map_err(|e| Error::Io(format!("{}: {e}", config.log_directory)))?;
+                let id = self
+                    .shared
+                    .cri
+                    .runtime
+                    .clone()
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                    .map_err(|s| Error::Cri(format!("RunPodSandbox: {}", s.message())))?
+                    .into_inner()
+                    .pod_sandbox_id;
+                tracing::info!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), sandbox = %id, "sandbox started");
+                (id, config)
+            }
+        };
+        let st = self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await?
+            .into_inner();
+        let ip = st.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+        Ok((id, ip, config))
+    }
+
+    async fn containers(&self, sandbox_id: &str) -> Result<HashMap<String, Vec<RuntimeContainer>>, Error> {
+        let req = cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: sandbox_id.to_string(),
+                ..Default::default()
+            }),
+        };
+        let list = self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .list_containers(req)
+            .await?
+            .into_inner()
+            .containers;
+        let mut out: HashMap<String, Vec<RuntimeContainer>> = HashMap::new();
+        for c in list {
+            let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let st = self
+                .shared
+                .cri
+                .runtime
+                .clone()
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: c.id.clone(),
+                    verbose: false,
+                })
+                .await?
+                .into_inner();
+            if let Some(s) = st.status {
+                out.entry(name).or_default().push(runtime_container(&s));
+            }
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|c| c.attempt);
+        }
+        Ok(out)
+    }
+
+    async fn env(&self, pod: &Pod, c: &Container, pod_ip: &str) -> Result<BTreeMap<String, String>, String> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut env = BTreeMap::new();
+        let cms: Api<ConfigMap> = Api::namespaced(self.shared.client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(self.shared.client.clone(), &ns);
+        for from in c.env_from.as_deref().unwrap_or_default() {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            if let Some(r) = &from.config_map_ref {
+                match cms.get_opt(&r.name).await.map_err(|e| e.to_string())? {
+                    Some(cm) => env.extend(
+                        cm.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (format!("{prefix}{k}"), v)),
+                    ),
+                    None if r.optional == Some(true) => {}
+                    None => return Err(format!("configmap \"{}\" not found", r.name)),
+                }
+            }
+            if let Some(r) = &from.secret_ref {
+                match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())? {
+                    Some(s) => env.extend(
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned())),
+                    ),
+                    None if r.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                }
+            }
+        }
+        for e in c.env.as_deref().unwrap_or_default() {
+            let value = if let Some(v) = &e.value {
+                expand(v, &env)
+            } else if let Some(from) = &e.value_from {
+                if let Some(f) = &from.field_ref {
+                    field_ref(pod, &f.field_path, pod_ip, &self.shared.node_ip.to_string())
+                        .ok_or_else(|| format!("unsupported fieldRef {}", f.field_path))?
+                } else if let Some(r) = &from.config_map_key_ref {
+                    match cms
+                        .get_opt(&r.name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|cm| cm.data.and_then(|d| d.get(&r.key).cloned()))
+                    {
+                        Some(v) => v,
+                        None if r.optional == Some(true) => continue,
+                        None => return Err(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)),
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    match secrets
+                        .get_opt(&r.name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|s| s.data.and_then(|d| d.get(&r.key).cloned()))
+                    {
+                        Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => return Err(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name)),
+                    }
+                } else {
+                    return Err(format!("env {}: resourceFieldRef is not supported yet", e.name));
+                }
+            } else {
+                String::new()
+            };
+            env.insert(e.name.clone(), value);
+        }
+        Ok(env)
+    }
+
+    fn mounts(&self, pod: &Pod, c: &Container) -> Result<Vec<cri::Mount>, String> {
+        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for vm in c.volume_mounts.as_deref().unwrap_or_default() {
+            let v = volumes
+                .iter()
+                .find(|v| v.name == vm.name)
+                .ok_or_else(|| format!("volume {} not found", vm.name))?;
+            let host_path = if v.empty_dir.is_some() {
+                let dir = self
+                    .shared
+                    .cfg
+                    .root_dir
+                    .join("pods")
+                    .join(&self.uid)
+                    .join("volumes")
+                    .join(&v.name);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                dir.display().to_string()
+            } else if let Some(hp) = &v.host_path {
+                if hp.type_.as_deref() == Some("DirectoryOrCreate") {
+                    std::fs::create_dir_all(&hp.path).map_err(|e| e.to_string())?;
+                }
+                hp.path.clone()
+            } else {
+                return Err(format!(
+                    "volume {}: only emptyDir and hostPath volumes are supported yet",
+                    v.name
+                ));
+            };
+            let host_path = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => {
+                    let p = PathBuf::from(&host_path).join(sub);
+                    std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
+                    p.display().to_string()
+                }
+                None => host_path,
+            };
+            out.push(cri::Mount {
+                container_path: vm.mount_path.clone(),
+                host_path,
+                readonly: vm.read_only == Some(true),
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ensure_image(&mut self, pod: &Pod, c: &Container, sandbox: &cri::PodSandboxConfig) -> Result<bool, ()> {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let field = Some(format!("spec.containers{{{}}}", c.name));
+        let present = self
+            .shared
+            .cri
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().image.is_some())
+            .unwrap_or(false);
+        let st = self.containers.entry(c.name.clone()).or_default();
+        if policy == "Never" {
+            if present {
+                return Ok(true);
+            }
+            st.waiting = Some((
+                "ErrImageNeverPull".into(),
+                format!("Container image \"{image}\" is not present with pull policy of Never"),
+            ));
+            return Err(());
+        }
+        if present && policy == "IfNotPresent" {
+            return Ok(true);
+        }
+        if st.pull_not_before.is_some_and(|t| Instant::now() < t) {
+            st.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+            return Err(());
+        }
+        self.shared
+            .event(
+                pod,
+                EventType::Normal,
+                "Pulling",
+                &format!("Pulling image \"{image}\""),
+                field.clone(),
+            )
+            .await;
+        let started = Instant::now();
+        let r = self
+            .shared
+            .cri
+            .images
+            .clone()
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: Some(sandbox.clone()),
+            })
+            .await;
+        let st = self.containers.entry(c.name.clone()).or_default();
+        match r {
+            Ok(_) => {
+                st.pull_delay = None;
+                st.pull_not_before = None;
+                let msg = format!(
+                    "Successfully pulled image \"{image}\" in {:.3}s",
+                    started.elapsed().as_secs_f64()
+                );
+                self.shared.event(pod, EventType::Normal, "Pulled", &msg, field).await;
+                Ok(true)
+            }
+            Err(s) => {
+                let delay = st
+                    .pull_delay
+                    .map(|d| (d * 2).min(BACKOFF_MAX))
+                    .unwrap_or(BACKOFF_INITIAL);
+                st.pull_delay = Some(delay);
+                st.pull_not_before = Some(Instant::now() + delay);
+                let msg = format!("Failed to pull image \"{image}\": {}", s.message());
+                st.waiting = Some(("ErrImagePull".into(), msg.clone()));
+                self.shared.event(pod, EventType::Warning, "Failed", &msg, field).await;
+                Err(())
+            }
+        }
+    }
+
+    /// Creates and starts attempt `attempt` of container `c`.
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        sandbox_id: &str,
+        sandbox: &cri::PodSandboxConfig,
+        pod_ip: &str,
+    ) {
+        let field = Some(format!("spec.containers{{{}}}", c.name));
+        if self.ensure_image(pod, c, sandbox).await.is_err() {
+            return;
+        }
+        let env = match self.env(pod, c, pod_ip).await {
+            Ok(e) => e,
+            Err(msg) => {
+                self.containers.entry(c.name.clone()).or_default().waiting =
+                    Some(("CreateContainerConfigError".into(), msg.clone()));
+                self.shared
+                    .event(pod, EventType::Warning, "Failed", &format!("Error: {msg}"), field)
+                    .await;
+                return;
+            }
+        };
+        let mounts = match self.mounts(pod, c) {
+            Ok(m) => m,
+            Err(msg) => {
+                self.containers.entry(c.name.clone()).or_default().waiting =
+                    Some(("CreateContainerConfigError".into(), msg.clone()));
+                self.shared
+                    .event(pod, EventType::Warning, "Failed", &format!("Error: {msg}"), field)
+                    .await;
+                return;
+            }
+        };
+        let res = c.resources.clone().unwrap_or_default();
+        let milli = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
+            m.as_ref()
+                .and_then(|m| m.get(k))
+                .and_then(|q| skiff_api::quantity::parse_milli(&q.0).ok())
+        };
+        let cpu_request = milli(&res.requests, "cpu")
+            .or_else(|| milli(&res.limits, "cpu"))
+            .unwrap_or(0);
+        let cpu_limit = milli(&res.limits, "cpu").unwrap_or(0);
+        let mem_limit = milli(&res.limits, "memory").map(|m| m / 1000).unwrap_or(0);
+        let mut labels = HashMap::from([
+            (LABEL_UID.to_string(), self.uid.clone()),
+            (LABEL_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default()),
+            (
+                LABEL_NAMESPACE.to_string(),
+                pod.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            (LABEL_CONTAINER.to_string(), c.name.clone()),
+        ]);
+        labels.retain(|_, v| !v.is_empty());
+        let sc = c.security_context.clone().unwrap_or_default();
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
+        let run_as_user = sc.run_as_user.or(psc.run_as_user);
+        let run_as_group = sc.run_as_group.or(psc.run_as_group);
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: c.name.clone(),
+                attempt,
+            }),
+            image: Some(cri::ImageSpec {
+                image: c.image.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            command: c
+                .command
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| expand(s, &env))
+                .collect(),
+            args: c
+                .args
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| expand(s, &env))
+                .collect(),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            envs: env
+                .iter()
+                .map(|(k, v)| cri::KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            mounts,
+            labels,
+            annotations: HashMap::from([("io.kubernetes.container.restartCount".to_string(), attempt.to_string())]),
+            log_path: format!("{}/{attempt}.log", c.name),
+            stdin: c.stdin == Some(true),
+            tty: c.tty == Some(true),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    cpu_shares: if cpu_request > 0 {
+                        (cpu_request * 1024 / 1000).max(2) as i64
+                    } else {
+                        2
+                    },
+                    cpu_period: if cpu_limit > 0 { 100_000 } else { 0 },
+                    cpu_quota: if cpu_limit > 0 {
+                        (cpu_limit * 100).max(1000) as i64
+                    } else {
+                        0
+                    },
+                    memory_limit_in_bytes: mem_limit as i64,
+                    ..Default::default()
+                }),
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    privileged: sc.privileged == Some(true),
+                    run_as_user: run_as_user.map(|u| cri::Int64Value { value: u }),
+                    run_as_group: run_as_group.map(|g| cri::Int64Value { value: g }),
+                    readonly_rootfs: sc.read_only_root_filesystem == Some(true),
+                    no_new_privs: sc.allow_privilege_escalation == Some(false),
+                    capabilities: Some(cri::Capability {
+                        add_capabilities: caps.add.unwrap_or_default(),
+                        drop_capabilities: caps.drop.unwrap_or_default(),
+                        ..Default::default()
+                    }),
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
+                        pid: if pod.spec.as_ref().and_then(|s| s.host_pid) == Some(true) {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Container as i32
+                        },
+                        ipc: if pod.spec.as_ref().and_then(|s| s.host_ipc) == Some(true) {
+                            cri::NamespaceMode::Node as i32
+                        } else {
+                            cri::NamespaceMode::Pod as i32
+                        },
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.to_string(),
+                config: Some(config),
+                sandbox_config: Some(sandbox.clone()),
+            })
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(s) => {
+                let msg = s.message().to_string();
+                self.containers.entry(c.name.clone()).or_default().waiting =
+                    Some(("CreateContainerError".into(), msg.clone()));
+                self.shared
+                    .event(pod, EventType::Warning, "Failed", &format!("Error: {msg}"), field)
+                    .await;
+                return;
+            }
+        };
+        self.shared
+            .event(
+                pod,
+                EventType::Normal,
+                "Created",
+                &format!("Created container {}", c.name),
+                field.clone(),
+            )
+            .await;
+        match self
+            .shared
+            .cri
+            .runtime
+            .clone()
+            .start_container(cri::StartContainerRequest { container_id: id })
+            .await
+        {
+            Ok(_) => {
+                self.containers.entry(c.name.clone()).or_default().waiting = None;
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Normal,
+                        "Started",
+                        &format!("Started container {}", c.name),
+                        field,
+                    )
+                    .await;
+            }
+            Err(s) => {
+                let msg = s.message().to_string();
+                self.containers.entry(c.name.clone()).or_default().waiting =
+                    Some(("RunContainerError".into(), msg.clone()));
+                self.shared
+                    .event(pod, EventType::Warning, "Failed", &format!("Error: {msg}"), field)
+                    .await;
+            }
+        }
+    }
+
+    /// Decides about one container given its runtime history; returns its view.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        history: &[RuntimeContainer],
+        restart_policy: &str,
+        sandbox_id: &str,
+        sandbox: &cri::PodSandboxConfig,
+        pod_ip: &str,
+    ) -> ContainerView {
+        let current = history.last().cloned();
+        let previous = history.len().checked_sub(2).and_then(|i| history.get(i)).cloned();
+        let now = Instant::now();
+        match &current {
+            None => {
+                self.containers.entry(c.name.clone()).or_default().waiting =
+                    Some(("ContainerCreating".into(), String::new()));
+                self.start_container(pod, c, 0, sandbox_id, sandbox, pod_ip).await;
+            }
+            Some(rc) if rc.state == RuntimeState::Created => {
+                let _ = self
+                    .shared
+                    .cri
+                    .runtime
+                    .clone()
+                    .start_container(cri::StartContainerRequest {
+                        container_id: rc.id.clone(),
+                    })
+                    .await;
+            }
+            Some(rc) if rc.state == RuntimeState::Exited => {
+                let restart = match restart_policy {
+                    "Always" => true,
+                    "OnFailure" => rc.exit_code != 0,
+                    _ => false,
+                };
+                let st = self.containers.entry(c.name.clone()).or_default();
+                st.readiness = None;
+                if restart {
+                    let ran = Duration::from_nanos((rc.finished_at - rc.started_at).max(0) as u64);
+                    if ran >= BACKOFF_RESET {
+                        st.restart_delay = None;
+                        st.restart_not_before = None;
+                    }
+                    match st.restart_not_before {
+                        None => {
+                            // First exit seen: restart now, back off from the next one.
+                            let delay = st
+                                .restart_delay
+                                .map(|d| (d * 2).min(BACKOFF_MAX))
+                                .unwrap_or(BACKOFF_INITIAL);
+                            st.restart_delay = Some(delay);
+                            st.restart_not_before = Some(now + if rc.attempt == 0 { Duration::ZERO } else { delay });
+                        }
+                        Some(t) if now < t => {
+                            let msg = format!(
+                                "back-off {}s restarting failed container={} pod={}",
+                                st.restart_delay.unwrap_or(BACKOFF_INITIAL).as_secs(),
+                                c.name,
+                                pod.metadata.name.as_deref().unwrap_or_default()
+                            );
+                            let first = st.waiting.as_ref().is_none_or(|(r, _)| r != "CrashLoopBackOff");
+                            st.waiting = Some(("CrashLoopBackOff".into(), msg));
+                            if first {
+                                self.shared
+                                    .event(
+                                        pod,
+                                        EventType::Warning,
+                                        "BackOff",
+                                        "Back-off restarting failed container",
+                                        Some(format!("spec.containers{{{}}}", c.name)),
+                                    )
+                                    .await;
+                            }
+                        }
+                        Some(_) => {
+                            let st = self.containers.entry(c.name.clone()).or_default();
+                            st.restart_not_before = None;
+                            self.start_container(pod, c, rc.attempt + 1, sandbox_id, sandbox, pod_ip)
+                                .await;
+                        }
+                    }
+                    let st = self.containers.entry(c.name.clone()).or_default();
+                    if st.waiting.is_none() && st.restart_not_before.is_some_and(|t| now < t) {
+                        st.waiting = Some(("CrashLoopBackOff".into(), String::new()));
+                    }
+                } else {
+                    st.waiting = None;
+                }
+            }
+            Some(rc) if rc.state == RuntimeState::Running => {
+                let st = self.containers.entry(c.name.clone()).or_default();
+                st.waiting = None;
+                st.restart_not_before = None;
+                self.run_probes(pod, c, rc, pod_ip).await;
+            }
+            Some(_) => {}
+        }
+        // Re-read the runtime's view of this container after actions.
+        let st = self.containers.entry(c.name.clone()).or_default();
+        let running = current.as_ref().is_some_and(|rc| rc.state == RuntimeState::Running);
+        let ready = running
+            && st.readiness.as_ref().is_none_or(|p| p.ok)
+            && (c.readiness_probe.is_none() || st.readiness.is_some());
+        ContainerView {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            current,
+            previous,
+            waiting: st.waiting.clone(),
+            ready,
+        }
+    }
+
+    async fn run_probes(&mut self, pod: &Pod, c: &Container, rc: &RuntimeContainer, pod_ip: &str) {
+        let now = Instant::now();
+        let started = Instant::now()
+            - Duration::from_nanos((jiff::Timestamp::now().as_nanosecond() as i64 - rc.started_at).max(0) as u64);
+        let st = self.containers.entry(c.name.clone()).or_default();
+        if st.probed_id != rc.id {
+            st.probed_id = rc.id.clone();
+            st.readiness = c.readiness_probe.as_ref().map(|p| ProbeState::new(p, started, false));
+            st.liveness = c.liveness_probe.as_ref().map(|p| ProbeState::new(p, started, true));
+        }
+        let field = Some(format!("spec.containers{{{}}}", c.name));
+        if let (Some(p), true) = (&c.readiness_probe, st.readiness.as_ref().is_some_and(|s| s.due(now))) {
+            let outcome = probes::run(p, c, pod_ip, &rc.id, &self.shared.cri).await;
+            let st = self.containers.entry(c.name.clone()).or_default();
+            if let Some(s) = st.readiness.as_mut() {
+                s.record(p, &outcome, Instant::now());
+            }
+            if let Outcome::Failure(msg) = &outcome {
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Warning,
+                        "Unhealthy",
+                        &format!("Readiness probe failed: {msg}"),
+                        field.clone(),
+                    )
+                    .await;
+            }
+        }
+        let st = self.containers.entry(c.name.clone()).or_default();
+        if let (Some(p), true) = (&c.liveness_probe, st.liveness.as_ref().is_some_and(|s| s.due(now))) {
+            let outcome = probes::run(p, c, pod_ip, &rc.id, &self.shared.cri).await;
+            let st = self.containers.entry(c.name.clone()).or_default();
+            let flipped = st
+                .liveness
+                .as_mut()
+                .is_some_and(|s| s.record(p, &outcome, Instant::now()));
+            if let Outcome::Failure(msg) = &outcome {
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Warning,
+                        "Unhealthy",
+                        &format!("Liveness probe failed: {msg}"),
+                        field.clone(),
+                    )
+                    .await;
+            }
+            if flipped && st.liveness.as_ref().is_some_and(|s| !s.ok) {
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Normal,
+                        "Killing",
+                        &format!("Container {} failed liveness probe, will be restarted", c.name),
+                        field,
+                    )
+                    .await;
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30);
+                let _ = self
+                    .shared
+                    .cri
+                    .runtime
+                    .clone()
+                    .stop_container(cri::StopContainerRequest {
+                        container_id: rc.id.clone(),
+                        timeout: grace,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// One sync of a live pod; returns the status to report.
+    async fn sync(&mut self, pod: &Pod) -> Result<Value, Error> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let (sandbox_id, pod_ip, sandbox) = match self.ensure_sandbox(pod).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: {e}"),
+                        None,
+                    )
+                    .await;
+                return Err(e);
+            }
+        };
+        let history = self.containers(&sandbox_id).await?;
+        // Init containers, in order, each to successful completion.
+        let mut init_views = Vec::new();
+        let mut init_done = true;
+        let mut init_failed = false;
+        for c in spec.init_containers.as_deref().unwrap_or_default() {
+            let h = history.get(&c.name).cloned().unwrap_or_default();
+            if !init_done {
+                init_views.push(ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    waiting: Some(("PodInitializing".into(), String::new())),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            let policy = if sidecar {
+                "Always"
+            } else if restart_policy == "Always" {
+                "OnFailure"
+            } else {
+                restart_policy.as_str()
+            };
+            let v = self
+                .sync_container(pod, c, &h, policy, &sandbox_id, &sandbox, &pod_ip)
+                .await;
+            let done = match &v.current {
+                Some(rc) if sidecar => rc.state == RuntimeState::Running,
+                Some(rc) => rc.state == RuntimeState::Exited && rc.exit_code == 0,
+                None => false,
+            };
+            if !done {
+                init_done = false;
+                if policy == "Never"
+                    && v.current
+                        .as_ref()
+                        .is_some_and(|rc| rc.state == RuntimeState::Exited && rc.exit_code != 0)
+                {
+                    init_failed = true;
+                }
+            }
+            init_views.push(v);
+        }
+        let mut app_views = Vec::new();
+        for c in &spec.containers {
+            if !init_done {
+                app_views.push(ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    waiting: Some(("PodInitializing".into(), String::new())),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let h = history.get(&c.name).cloned().unwrap_or_default();
+            app_views.push(
+                self.sync_container(pod, c, &h, &restart_policy, &sandbox_id, &sandbox, &pod_ip)
+                    .await,
+            );
+        }
+        Ok(self.status(pod, &pod_ip, init_done, init_failed, &init_views, &app_views))
+    }
+
+    fn status(
+        &mut self,
+        pod: &Pod,
+        pod_ip: &str,
+        init_done: bool,
+        init_failed: bool,
+        init: &[ContainerView],
+        app: &[ContainerView],
+    ) -> Value {
+        let restart_policy = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let prev = serde_json::to_value(pod.status.clone().unwrap_or_default()).unwrap_or(json!({}));
+        let now = skiff_api::events::now_string();
+        let phase = if init_failed {
+            "Failed"
+        } else {
+            status::phase(&restart_policy, init_done, app)
+        };
+        let all_ready = app.iter().all(|v| v.ready);
+        let start_time = self
+            .start_time
+            .get_or_insert_with(|| {
+                prev.get("startTime")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .unwrap_or_else(|| now.clone())
+            })
+            .clone();
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        let host_ip = self.shared.node_ip.to_string();
+        let mut s = json!({
+            "phase": phase,
+            "conditions": [
+                status::condition(Some(&prev), "PodReadyToStartContainers", !pod_ip.is_empty() || pod.spec.as_ref().and_then(|s| s.host_network) == Some(true), None, &now),
+                status::condition(Some(&prev), "Initialized", init_done, Some("ContainersNotInitialized"), &now),
+                status::condition(Some(&prev), "Ready", all_ready && !terminal, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" }), &now),
+                status::condition(Some(&prev), "ContainersReady", all_ready && !terminal, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" }), &now),
+                status::condition(Some(&prev), "PodScheduled", true, None, &now),
+            ],
+            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+            "startTime": start_time,
+            "containerStatuses": app.iter().map(status::container_status).collect::<Vec<_>>(),
+            "qosClass": prev.get("qosClass").cloned().unwrap_or(json!("BestEffort")),
+        });
+        if !pod_ip.is_empty() {
+            s["podIP"] = json!(pod_ip);
+            s["podIPs"] = json!([{"ip": pod_ip}]);
+        }
+        if !init.is_empty() {
+            s["initContainerStatuses"] = json!(init.iter().map(status::container_status).collect::<Vec<_>>());
+        }
+        s
+    }
+
+    async fn report(&mut self, pod: &Pod, status: Value) {
+        let mut cmp = status.clone();
+        // Heartbeat-free comparison: only write when something changed.
+        if let Some(m) = cmp.as_object_mut() {
+            m.remove("startTime");
+        }
+        if self.last_status.as_ref() == Some(&cmp) {
+            return;
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &ns);
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+            .await
+        {
+            Ok(_) => self.last_status = Some(cmp),
+            Err(e) => tracing::debug!(pod = %name, error = %e, "status update failed"),
+        }
+    }
+
+    /// Stops every container and the sandbox of this pod.
+    async fn kill(&mut self, pod: Option<&Pod>, grace: i64) {
+        let Ok(sandboxes) = self.sandboxes().await else { return };
+        for sb in &sandboxes {
+            let req = cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: sb.id.clone(),
+                    ..Default::default()
+                }),
+            };
+            let containers = self
+                .shared
+                .cri
+                .runtime
+                .clone()
+                .list_containers(req)
+                .await
+                .map(|r| r.into_inner().containers)
+                .unwrap_or_default();
+            let mut stops = Vec::new();
+            for c in containers
+                .iter()
+                .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            {
+                let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+                if let Some(p) = pod {
+                    self.shared
+                        .event(
+                            p,
+                            EventType::Normal,
+                            "Killing",
+                            &format!("Stopping container {name}"),
+                            Some(format!("spec.containers{{{name}}}")),
+                        )
+                        .await;
+                }
+                let mut rt = self.shared.cri.runtime.clone();
+                let id = c.id.clone();
+                stops.push(async move {
+                    rt.stop_container(cri::StopContainerRequest {
+                        container_id: id,
+                        timeout: grace,
+                    })
+                    .await
+                });
+            }
+            futures::future::join_all(stops).await;
+            let _ = self
+                .shared
+                .cri
+                .runtime
+                .clone()
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                })
+                .await;
+            let _ = self
+                .shared
+                .cri
+                .runtime
+                .clone()
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                })
+                .await;
+        }
+        let _ = std::fs::remove_dir_all(self.shared.cfg.root_dir.join("pods").join(&self.uid));
+    }
+
+    async fn run(mut self, notify: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            let Some(pod) = self.pod() else {
+                // Gone from the API (force-deleted): tear down quickly.
+                self.kill(None, 2).await;
+                return;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                    .unwrap_or(30);
+                self.kill(Some(&pod), grace).await;
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: Some(self.uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match Api::<Pod>::namespaced(self.shared.client.clone(), &ns)
+                    .delete(&name, &dp)
+                    .await
+                {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(pod = %name, error = %e, "deleting pod failed; retrying");
+                        tokio::time::sleep(SYNC_INTERVAL).await;
+                        continue;
+                    }
+                }
+                tracing::info!(pod = %format!("{ns}/{name}"), "pod terminated and removed");
+                return;
+            }
+            let terminal = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            if !terminal {
+                match self.sync(&pod).await {
+                    Ok(status) => self.report(&pod, status).await,
+                    Err(e) => {
+                        tracing::warn!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), error = %e, "pod sync failed")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// Watches the pods bound to this node and runs one worker per pod; removes sandboxes
+/// of pods that no longer exist.
+pub async fn run(
+    client: kube::Client,
+    cfg: KubeletConfig,
+    node_ip: IpAddr,
+    cri: Cri,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let (store, writer) = reflector::store::<Pod>();
+    let api: Api<Pod> = Api::all(client.clone());
+    let selector = format!("spec.nodeName={}", cfg.node_name);
+    let stream = watcher(api, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let wake = Arc::new(Notify::new());
+    {
+        let wake = wake.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut stream = stream.boxed();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    item = stream.next() => match item {
+                        Some(_) => wake.notify_one(),
+                        None => return,
+                    }
+                }
+            }
+        });
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = store.wait_until_ready() => r.map_err(|e| Error::Io(format!("pod cache: {e}")))?,
+    }
+    let shared = Arc::new(Shared {
+        client,
+        cri,
+        cfg,
+        node_ip,
+        store: store.clone(),
+    });
+    let mut workers: HashMap<String, (tokio::task::JoinHandle<()>, Arc<Notify>)> = HashMap::new();
+    let mut last_orphan_check = Instant::now() - Duration::from_secs(60);
+    loop {
+        let pods = store.state();
+        for p in &pods {
+            let Some(uid) = p.metadata.uid.clone() else { continue };
+            match workers.get(&uid) {
+                Some((_, n)) => n.notify_one(),
+                None => {
+                    let n = Arc::new(Notify::new());
+                    let w = Worker {
+                        shared: shared.clone(),
+                        uid: uid.clone(),
+                        containers: HashMap::new(),
+                        last_status: None,
+                        start_time: None,
+                    };
+                    let handle = tokio::spawn(w.run(n.clone(), shutdown.clone()));
+                    workers.insert(uid, (handle, n));
+                }
+            }
+        }
+        for (uid, (_, n)) in &workers {
+            if !pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) {
+                n.notify_one();
+            }
+        }
+        workers.retain(|_, (h, _)| !h.is_finished());
+        if last_orphan_check.elapsed() > Duration::from_secs(10) {
+            last_orphan_check = Instant::now();
+            cleanup_orphans(&shared, &pods, &workers).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Stops and removes sandboxes whose pod is neither in the API nor being handled.
+async fn cleanup_orphans(
+    shared: &Arc<Shared>,
+    pods: &[Arc<Pod>],
+    workers: &HashMap<String, (tokio::task::JoinHandle<()>, Arc<Notify>)>,
+) {
+    let Ok(list) = shared
+        .cri
+        .runtime
+        .clone()
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+    else {
+        return;
+    };
+    for sb in list.into_inner().items {
+        let Some(uid) = sb.labels.get(LABEL_UID).cloned() else {
+            continue;
+        };
+        if workers.contains_key(&uid) || pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) {
+            continue;
+        }
+        tracing::info!(%uid, sandbox = %sb.id, "removing sandbox of a pod that no longer exists");
+        let w = Worker {
+            shared: shared.clone(),
+            uid,
+            containers: HashMap::new(),
+            last_status: None,
+            start_time: None,
+        };
+        w.clone_kill().await;
+    }
+}
+
+impl Worker {
+    async fn clone_kill(mut self) {
+        self.kill(None, 2).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependent_variable_expansion() {
+        let env = BTreeMap::from([("A".to_string(), "x".to_string())]);
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
+    }
+
+    #[test]
+    fn field_refs() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n", "labels": {"app": "web"}}, "spec": {"containers": [], "nodeName": "node1"}})).unwrap();
+        assert_eq!(field_ref(&pod, "metadata.name", "", "").as_deref(), Some("p"));
+        assert_eq!(
+            field_ref(&pod, "metadata.labels['app']", "", "").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            field_ref(&pod, "status.podIP", "10.42.0.2", "").as_deref(),
+            Some("10.42.0.2")
+        );
+        assert_eq!(field_ref(&pod, "spec.nodeName", "", "").as_deref(), Some("node1"));
+        assert_eq!(field_ref(&pod, "spec.bogus", "", ""), None);
+    }
+}
