@@ -100,8 +100,26 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
             layout.socket.display().to_string()
         }
     };
-    let cri = cri::Cri::connect(&endpoint).await?;
-    let runtime = cri.version().await?;
+    // The CRI plugin answers "not initialized" while it restores state after a restart.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (cri, runtime) = loop {
+        let attempt = async {
+            let c = cri::Cri::connect(&endpoint).await?;
+            let v = c.version().await?;
+            Ok::<_, Error>((c, v))
+        };
+        match attempt.await {
+            Ok(x) => break x,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "waiting for the container runtime");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     tracing::info!(%runtime, node = %config.node_name, %node_ip, "kubelet connected to the container runtime");
     server::serve(config.clone(), shutdown.clone()).await?;
     let node_task = tokio::spawn(node::run(
