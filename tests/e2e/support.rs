@@ -103,11 +103,10 @@ impl Cluster {
         self.child = Some(child);
         let kubeconfig = self.kubeconfig();
         eventually("admin.kubeconfig", Duration::from_secs(60), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait() {
                     panic!("skiff server exited with {status}; log:\n{}", self.log_tail());
                 }
-            }
             if kubeconfig.exists() {
                 Ok(())
             } else {
