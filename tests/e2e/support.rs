@@ -104,9 +104,10 @@ impl Cluster {
         let kubeconfig = self.kubeconfig();
         eventually("admin.kubeconfig", Duration::from_secs(60), || {
             if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait() {
-                    panic!("skiff server exited with {status}; log:\n{}", self.log_tail());
-                }
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("skiff server exited with {status}; log:\n{}", self.log_tail());
+            }
             if kubeconfig.exists() {
                 Ok(())
             } else {
