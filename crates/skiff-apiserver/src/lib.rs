@@ -5,6 +5,7 @@
 //! clients by x509 certificates signed by the cluster CA ([`pki`]).
 #![deny(missing_docs)]
 
+pub mod compaction;
 pub mod discovery;
 pub mod list;
 pub mod logs;
