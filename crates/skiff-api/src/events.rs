@@ -58,8 +58,108 @@ pub fn new_event(
     }
 }
 
+/// How long a repeated event keeps being folded into the first one (client-go's
+/// event correlator uses a 10-minute window).
+pub const AGGREGATION_WINDOW_SECONDS: i64 = 600;
+
+/// What to do with an event after [`Aggregator::observe`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recording {
+    /// A new event: create it.
+    Create(Box<Event>),
+    /// A repeat of an existing event: patch its `count` and `lastTimestamp`.
+    Bump {
+        /// Namespace of the existing event.
+        namespace: String,
+        /// Name of the existing event.
+        name: String,
+        /// The new count.
+        count: i32,
+        /// The new `lastTimestamp`.
+        last: jiff::Timestamp,
+    },
+}
+
+/// Folds repeats of the same event (same object, type, reason and message) into one
+/// event with a growing `count`, so `kubectl describe` shows `(x5 over 2m)` instead of
+/// five rows. Pure bookkeeping; the caller does the API calls.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    seen: std::collections::HashMap<String, (String, String, i32, jiff::Timestamp)>,
+}
+
+impl Aggregator {
+    /// Decides how to record `event` observed at `now`.
+    pub fn observe(&mut self, event: Event, now: jiff::Timestamp) -> Recording {
+        let o = &event.involved_object;
+        let key = format!(
+            "{}/{}/{}/{}/{}/{}/{}",
+            o.namespace.as_deref().unwrap_or_default(),
+            o.kind.as_deref().unwrap_or_default(),
+            o.name.as_deref().unwrap_or_default(),
+            o.uid.as_deref().unwrap_or_default(),
+            event.type_.as_deref().unwrap_or_default(),
+            event.reason.as_deref().unwrap_or_default(),
+            event.message.as_deref().unwrap_or_default(),
+        );
+        self.seen
+            .retain(|_, (_, _, _, first)| now.as_second() - first.as_second() < AGGREGATION_WINDOW_SECONDS);
+        match self.seen.get_mut(&key) {
+            Some((ns, name, count, _)) => {
+                *count += 1;
+                Recording::Bump {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    count: *count,
+                    last: now,
+                }
+            }
+            None => {
+                let ns = event.metadata.namespace.clone().unwrap_or_default();
+                let name = event.metadata.name.clone().unwrap_or_default();
+                self.seen.insert(key, (ns, name, 1, now));
+                Recording::Create(Box::new(event))
+            }
+        }
+    }
+
+    /// Forgets an event whose creation failed, so the next repeat creates it again.
+    pub fn forget(&mut self, namespace: &str, name: &str) {
+        self.seen.retain(|_, (ns, n, _, _)| !(ns == namespace && n == name));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repeats_are_folded_into_counts() {
+        let r = ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some("p".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        };
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut agg = Aggregator::default();
+        let e = |t| new_event(&r, EventType::Warning, "BackOff", "Back-off", "kubelet", None, t);
+        let Recording::Create(first) = agg.observe(e(t0), t0) else {
+            panic!("first is created")
+        };
+        let t1 = t0.checked_add(jiff::SignedDuration::from_secs(30)).unwrap();
+        match agg.observe(e(t1), t1) {
+            Recording::Bump { name, count, .. } => {
+                assert_eq!(Some(name), first.metadata.name);
+                assert_eq!(count, 2);
+            }
+            other => panic!("expected a bump, got {other:?}"),
+        }
+        let later = t0.checked_add(jiff::SignedDuration::from_secs(700)).unwrap();
+        assert!(
+            matches!(agg.observe(e(later), later), Recording::Create(_)),
+            "outside the window a new event starts"
+        );
+    }
+
     use super::*;
 
     #[test]

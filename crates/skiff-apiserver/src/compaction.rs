@@ -49,13 +49,19 @@ mod tests {
         let mut expired = false;
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if matches!(store.watch("/registry/", 2).await, Err(skiff_store::Error::Compacted { compacted: 3, .. })) {
+            if matches!(
+                store.watch("/registry/", 2).await,
+                Err(skiff_store::Error::Compacted { compacted: 3, .. })
+            ) {
                 expired = true;
                 break;
             }
         }
         assert!(expired, "history before the previous tick is compacted");
-        assert!(store.watch("/registry/", 3).await.is_ok(), "history since the previous tick is kept");
+        assert!(
+            store.watch("/registry/", 3).await.is_ok(),
+            "history since the previous tick is kept"
+        );
         token.cancel();
         task.await.unwrap();
     }

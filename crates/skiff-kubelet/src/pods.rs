@@ -20,7 +20,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
-use skiff_api::events::{EventType, new_event};
+use skiff_api::events::{Aggregator, EventType, Recording, new_event};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,7 @@ pub struct Shared {
     pub(crate) cfg: KubeletConfig,
     pub(crate) node_ip: IpAddr,
     pub(crate) store: Store<Pod>,
+    pub(crate) events: std::sync::Mutex<Aggregator>,
 }
 
 impl Shared {
@@ -69,21 +70,25 @@ impl Shared {
             field_path: field,
             ..Default::default()
         };
-        let ev: Event = new_event(
-            &r,
-            ty,
-            reason,
-            message,
-            "kubelet",
-            Some(&self.cfg.node_name),
-            jiff::Timestamp::now(),
-        );
+        let now = jiff::Timestamp::now();
+        let ev: Event = new_event(&r, ty, reason, message, "kubelet", Some(&self.cfg.node_name), now);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        if let Err(e) = Api::<Event>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), &ev)
-            .await
-        {
-            tracing::debug!(error = %e, "recording event failed");
+        let api = Api::<Event>::namespaced(self.client.clone(), &ns);
+        let recording = self.events.lock().expect("event aggregator lock").observe(ev, now);
+        match recording {
+            Recording::Create(ev) => {
+                if let Err(e) = api.create(&PostParams::default(), &ev).await {
+                    tracing::debug!(error = %e, "recording event failed");
+                    let name = ev.metadata.name.clone().unwrap_or_default();
+                    self.events.lock().expect("event aggregator lock").forget(&ns, &name);
+                }
+            }
+            Recording::Bump { name, count, last, .. } => {
+                let patch = json!({"count": count, "lastTimestamp": last.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()});
+                if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    tracing::debug!(error = %e, "updating event failed");
+                }
+            }
         }
     }
 }
@@ -105,6 +110,8 @@ struct ContainerState {
 struct Worker {
     shared: Arc<Shared>,
     uid: String,
+    /// Backoff after a failed RunPodSandbox: (current delay, not before).
+    sandbox_backoff: Option<(Duration, Instant)>,
     containers: HashMap<String, ContainerState>,
     last_status: Option<Value>,
     start_time: Option<String>,
@@ -1065,9 +1072,22 @@ impl Worker {
     async fn sync(&mut self, pod: &Pod) -> Result<Value, Error> {
         let spec = pod.spec.clone().unwrap_or_default();
         let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        if let Some((_, not_before)) = self.sandbox_backoff
+            && Instant::now() < not_before
+        {
+            return Err(Error::Cri("waiting to retry creating the pod sandbox".into()));
+        }
         let (sandbox_id, pod_ip, sandbox) = match self.ensure_sandbox(pod).await {
-            Ok(x) => x,
+            Ok(x) => {
+                self.sandbox_backoff = None;
+                x
+            }
             Err(e) => {
+                let delay = self
+                    .sandbox_backoff
+                    .map(|(d, _)| (d * 2).min(BACKOFF_MAX))
+                    .unwrap_or(Duration::from_secs(1));
+                self.sandbox_backoff = Some((delay, Instant::now() + delay));
                 self.shared
                     .event(
                         pod,
@@ -1393,6 +1413,7 @@ pub async fn run(
         cfg,
         node_ip,
         store: store.clone(),
+        events: std::sync::Mutex::new(Aggregator::default()),
     });
     let mut workers: HashMap<String, (tokio::task::JoinHandle<()>, Arc<Notify>)> = HashMap::new();
     let mut last_orphan_check = Instant::now() - Duration::from_secs(60);
@@ -1407,6 +1428,7 @@ pub async fn run(
                     let w = Worker {
                         shared: shared.clone(),
                         uid: uid.clone(),
+                        sandbox_backoff: None,
                         containers: HashMap::new(),
                         last_status: None,
                         start_time: None,
@@ -1460,6 +1482,7 @@ async fn cleanup_orphans(
         let w = Worker {
             shared: shared.clone(),
             uid,
+            sandbox_backoff: None,
             containers: HashMap::new(),
             last_status: None,
             start_time: None,
