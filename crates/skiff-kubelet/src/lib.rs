@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod cri;
 pub mod logs;
 pub mod node;
+pub mod pod_spec;
 pub mod pods;
 pub mod probes;
 pub mod server;
