@@ -283,6 +283,44 @@ fn single_node_cluster_runs_a_deployment_in_real_containers() {
     });
     c.kubectl_ok(&["delete", "pod", "late", "--grace-period=1"]);
 
+    // ConfigMap data reaches a pod as environment and as files, and updates propagate.
+    let cm = |v: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  greeting: {v}\n");
+    let applied = c.kubectl_stdin(&["apply", "-f", "-"], &cm("hello"));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let reader = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: reader
+    image: busybox:1.35
+    command: ["sh", "-c", "echo env=$GREETING; while true; do echo file=$(cat /cfg/greeting); sleep 1; done"]
+    env:
+    - name: GREETING
+      valueFrom:
+        configMapKeyRef: {name: greeting, key: greeting}
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+  volumes:
+  - name: cfg
+    configMap: {name: greeting}
+"#;
+    let applied = c.kubectl_stdin(&["apply", "-f", "-"], reader);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    eventually("configmap as env and file", Duration::from_secs(60), || {
+        let l = String::from_utf8_lossy(&c.kubectl(&["logs", "reader"]).stdout).into_owned();
+        if l.contains("env=hello") && l.contains("file=hello") { Ok(()) } else { Err(l) }
+    });
+    let applied = c.kubectl_stdin(&["apply", "-f", "-"], &cm("updated"));
+    assert!(applied.status.success());
+    eventually("configmap update reaches the mounted file", Duration::from_secs(90), || {
+        let l = String::from_utf8_lossy(&c.kubectl(&["logs", "reader", "--tail=1"]).stdout).into_owned();
+        if l.contains("file=updated") { Ok(()) } else { Err(l) }
+    });
+    c.kubectl_ok(&["delete", "pod", "reader", "--grace-period=1"]);
+
     // 5. Deleting the manifest removes the Deployment, its ReplicaSets, Pods and containers.
     let deleted = c.kubectl_stdin(&["delete", "-f", "-"], &deployment("busybox:1.35"));
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));

@@ -13,6 +13,7 @@ pub mod pods;
 pub mod probes;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -49,7 +49,8 @@ pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn field_ref(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+/// The value of a `fieldRef` path for this pod (`None` for unsupported paths).
+pub fn field_ref(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
     let m = &pod.metadata;
     let from_map = |map: &Option<BTreeMap<String, String>>, key: &str| {
         map.as_ref().and_then(|l| l.get(key).cloned()).unwrap_or_default()
@@ -291,9 +292,11 @@ pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Ve
                 std::fs::create_dir_all(&hp.path).map_err(|e| e.to_string())?;
             }
             hp.path.clone()
+        } else if crate::volumes::is_api_backed(v) {
+            crate::volumes::volume_dir(root_dir, uid, &v.name).display().to_string()
         } else {
             return Err(format!(
-                "volume {}: only emptyDir and hostPath volumes are supported yet",
+                "volume {}: only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported yet",
                 v.name
             ));
         };
@@ -308,7 +311,11 @@ pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Ve
         out.push(cri::Mount {
             container_path: vm.mount_path.clone(),
             host_path,
-            readonly: vm.read_only == Some(true),
+            readonly: vm.read_only == Some(true)
+                || v.config_map.is_some()
+                || v.secret.is_some()
+                || v.projected.is_some()
+                || v.downward_api.is_some(),
             ..Default::default()
         });
     }

@@ -38,6 +38,8 @@ const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long resets its restart backoff (upstream: 10 minutes).
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often API-backed volume files are rewritten from their sources.
+const VOLUME_REFRESH: Duration = Duration::from_secs(30);
 
 /// Shared by all workers.
 pub struct Shared {
@@ -102,6 +104,8 @@ struct Worker {
     uid: String,
     /// Backoff after a failed RunPodSandbox: (current delay, not before).
     sandbox_backoff: Option<(Duration, Instant)>,
+    /// When configMap/secret/downwardAPI volume files were last refreshed.
+    volumes_refreshed: Option<Instant>,
     containers: HashMap<String, ContainerState>,
     last_status: Option<Value>,
     start_time: Option<String>,
@@ -388,6 +392,23 @@ impl Worker {
                 return;
             }
         };
+        let host_ip = self.shared.node_ip.to_string();
+        if let Err(msg) =
+            crate::volumes::materialize(&self.shared.client, &self.shared.cfg.root_dir, &self.uid, pod, &host_ip).await
+        {
+            self.containers.entry(c.name.clone()).or_default().waiting =
+                Some(("CreateContainerConfigError".into(), msg.clone()));
+            self.shared
+                .event(
+                    pod,
+                    EventType::Warning,
+                    "FailedMount",
+                    &format!("MountVolume.SetUp failed: {msg}"),
+                    field,
+                )
+                .await;
+            return;
+        }
         let mounts = match pod_spec::mounts(&self.shared.cfg.root_dir, &self.uid, pod, c) {
             Ok(m) => m,
             Err(msg) => {
@@ -941,6 +962,21 @@ impl Worker {
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()),
                 Some("Succeeded" | "Failed")
             );
+            if !terminal && self.volumes_refreshed.is_none_or(|t| t.elapsed() >= VOLUME_REFRESH) {
+                self.volumes_refreshed = Some(Instant::now());
+                let host_ip = self.shared.node_ip.to_string();
+                if let Err(e) = crate::volumes::materialize(
+                    &self.shared.client,
+                    &self.shared.cfg.root_dir,
+                    &self.uid,
+                    &pod,
+                    &host_ip,
+                )
+                .await
+                {
+                    tracing::debug!(error = %e, "refreshing volumes failed");
+                }
+            }
             if !terminal {
                 match self.sync(&pod).await {
                     Ok(status) => self.report(&pod, status).await,
@@ -1017,6 +1053,7 @@ pub async fn run(
                         shared: shared.clone(),
                         uid: uid.clone(),
                         sandbox_backoff: None,
+                        volumes_refreshed: None,
                         containers: HashMap::new(),
                         last_status: None,
                         start_time: None,
@@ -1071,6 +1108,7 @@ async fn cleanup_orphans(
             shared: shared.clone(),
             uid,
             sandbox_backoff: None,
+            volumes_refreshed: None,
             containers: HashMap::new(),
             last_status: None,
             start_time: None,
