@@ -284,7 +284,8 @@ fn single_node_cluster_runs_a_deployment_in_real_containers() {
     c.kubectl_ok(&["delete", "pod", "late", "--grace-period=1"]);
 
     // ConfigMap data reaches a pod as environment and as files, and updates propagate.
-    let cm = |v: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  greeting: {v}\n");
+    let cm =
+        |v: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\ndata:\n  greeting: {v}\n");
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], &cm("hello"));
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     let reader = r#"apiVersion: v1
@@ -311,14 +312,22 @@ spec:
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     eventually("configmap as env and file", Duration::from_secs(60), || {
         let l = String::from_utf8_lossy(&c.kubectl(&["logs", "reader"]).stdout).into_owned();
-        if l.contains("env=hello") && l.contains("file=hello") { Ok(()) } else { Err(l) }
+        if l.contains("env=hello") && l.contains("file=hello") {
+            Ok(())
+        } else {
+            Err(l)
+        }
     });
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], &cm("updated"));
     assert!(applied.status.success());
-    eventually("configmap update reaches the mounted file", Duration::from_secs(90), || {
-        let l = String::from_utf8_lossy(&c.kubectl(&["logs", "reader", "--tail=1"]).stdout).into_owned();
-        if l.contains("file=updated") { Ok(()) } else { Err(l) }
-    });
+    eventually(
+        "configmap update reaches the mounted file",
+        Duration::from_secs(90),
+        || {
+            let l = String::from_utf8_lossy(&c.kubectl(&["logs", "reader", "--tail=1"]).stdout).into_owned();
+            if l.contains("file=updated") { Ok(()) } else { Err(l) }
+        },
+    );
     c.kubectl_ok(&["delete", "pod", "reader", "--grace-period=1"]);
 
     // 5. Deleting the manifest removes the Deployment, its ReplicaSets, Pods and containers.
