@@ -19,7 +19,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .append(true)
         .open(dir.join("server.log"))
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--disable-agent", "--data-dir"])
         .arg(dir)
         .args(["--https-listen-port", &port.to_string()])
@@ -33,6 +33,8 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not become ready");
 }
 
