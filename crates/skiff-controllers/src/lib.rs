@@ -6,12 +6,14 @@
 //! - [`replicaset`]: ReplicaSets -> Pods.
 //! - [`garbage_collector`]: ownerReference-based deletion and finalizers.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
+//! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
 #![deny(missing_docs)]
 
 pub mod common;
 pub mod deployment;
 pub mod garbage_collector;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod replicaset;
 pub mod rollout;
 
@@ -38,7 +40,8 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
-        namespace::run(client, shutdown),
+        namespace::run(client.clone(), shutdown.clone()),
+        node_lifecycle::run(client, shutdown),
     );
     Ok(())
 }
