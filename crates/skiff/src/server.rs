@@ -72,12 +72,32 @@ fn detect_node_ip() -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
+/// The host name as a valid node name (lower-case RFC 1123 subdomain, as upstream
+/// requires of `--hostname-override`): other characters become `-`.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "skiff-node".into())
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    node_name_from(&raw)
+}
+
+fn node_name_from(raw: &str) -> String {
+    let cleaned: String = raw
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.').to_string();
+    if cleaned.is_empty() {
+        "skiff-node".into()
+    } else {
+        cleaned
+    }
 }
 
 /// The first /24 of the cluster CIDR: the single node's podCIDR.
@@ -266,5 +286,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_valid_dns_subdomains() {
+        assert_eq!(node_name_from("My_Host\n"), "my-host");
+        assert_eq!(node_name_from("web-1.example.com"), "web-1.example.com");
+        assert_eq!(node_name_from("__"), "skiff-node");
+        assert_eq!(first_pod_cidr("10.42.0.0/16").unwrap(), "10.42.0.0/24");
     }
 }
