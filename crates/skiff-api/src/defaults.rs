@@ -44,6 +44,21 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             }
         }
         ("", "Service") => service(object),
+        ("apps", "StatefulSet" | "DaemonSet") | ("", "ReplicationController") | ("batch", "Job") => {
+            if let Some(spec) = object.get_mut("spec").and_then(obj) {
+                if kind == "StatefulSet" || kind == "ReplicationController" {
+                    default_field(spec, "replicas", json!(1));
+                }
+                if let Some(ps) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+                    pod_spec(ps);
+                }
+            }
+        }
+        ("batch", "CronJob") => {
+            if let Some(ps) = object.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                pod_spec(ps);
+            }
+        }
         _ => {}
     }
 }

@@ -80,6 +80,34 @@ pub fn decode(group: &str, kind: &str, object: &Value) -> Result<Decoded, String
         ("apps", "Deployment") => roundtrip::<apps::Deployment>(object)?,
         ("apps", "ReplicaSet") => roundtrip::<apps::ReplicaSet>(object)?,
         ("coordination.k8s.io", "Lease") => roundtrip::<coord::Lease>(object)?,
+        ("", "ReplicationController") => roundtrip::<core::ReplicationController>(object)?,
+        ("", "PersistentVolume") => roundtrip::<core::PersistentVolume>(object)?,
+        ("", "PersistentVolumeClaim") => roundtrip::<core::PersistentVolumeClaim>(object)?,
+        ("", "PodTemplate") => roundtrip::<core::PodTemplate>(object)?,
+        ("", "ResourceQuota") => roundtrip::<core::ResourceQuota>(object)?,
+        ("", "LimitRange") => roundtrip::<core::LimitRange>(object)?,
+        ("apps", "StatefulSet") => roundtrip::<apps::StatefulSet>(object)?,
+        ("apps", "DaemonSet") => roundtrip::<apps::DaemonSet>(object)?,
+        ("apps", "ControllerRevision") => roundtrip::<apps::ControllerRevision>(object)?,
+        ("batch", "Job") => roundtrip::<k8s_openapi::api::batch::v1::Job>(object)?,
+        ("batch", "CronJob") => roundtrip::<k8s_openapi::api::batch::v1::CronJob>(object)?,
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            roundtrip::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(object)?
+        }
+        ("policy", "PodDisruptionBudget") => roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(object)?,
+        ("networking.k8s.io", "Ingress") => roundtrip::<k8s_openapi::api::networking::v1::Ingress>(object)?,
+        ("networking.k8s.io", "IngressClass") => roundtrip::<k8s_openapi::api::networking::v1::IngressClass>(object)?,
+        ("networking.k8s.io", "NetworkPolicy") => roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>(object)?,
+        ("discovery.k8s.io", "EndpointSlice") => roundtrip::<k8s_openapi::api::discovery::v1::EndpointSlice>(object)?,
+        ("rbac.authorization.k8s.io", "Role") => roundtrip::<k8s_openapi::api::rbac::v1::Role>(object)?,
+        ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<k8s_openapi::api::rbac::v1::RoleBinding>(object)?,
+        ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<k8s_openapi::api::rbac::v1::ClusterRole>(object)?,
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            roundtrip::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(object)?
+        }
+        ("storage.k8s.io", "StorageClass") => roundtrip::<k8s_openapi::api::storage::v1::StorageClass>(object)?,
+        ("scheduling.k8s.io", "PriorityClass") => roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>(object)?,
+        ("node.k8s.io", "RuntimeClass") => roundtrip::<k8s_openapi::api::node::v1::RuntimeClass>(object)?,
         _ => return Ok(Decoded::default()),
     };
     let mut unknown = Vec::new();
@@ -172,7 +200,13 @@ pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
     }
     match (group, kind) {
         ("", "Pod") => pod_spec(object.get("spec"), "spec", &mut errs),
-        ("apps", "Deployment" | "ReplicaSet") => workload(object, &mut errs),
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => workload(object, &mut errs),
+        ("batch", "Job") => pod_spec(object.pointer("/spec/template/spec"), "spec.template.spec", &mut errs),
+        ("batch", "CronJob") => pod_spec(
+            object.pointer("/spec/jobTemplate/spec/template/spec"),
+            "spec.jobTemplate.spec.template.spec",
+            &mut errs,
+        ),
         _ => {}
     }
     errs

@@ -267,3 +267,34 @@ async fn strategic_merge_patch_changes_one_container() {
     assert_eq!(scale.spec.unwrap().replicas, Some(4));
     assert_eq!(deploys.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
 }
+
+#[tokio::test]
+async fn other_built_in_kinds_are_served_and_validated() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let s = start().await;
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), "default");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "pi"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "pi", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let created = jobs.create(&PostParams::default(), &job).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let bad: Job = serde_json::from_value(
+        json!({"metadata": {"name": "bad"}, "spec": {"template": {"spec": {"containers": []}}}}),
+    )
+    .unwrap();
+    let err = jobs.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("spec.template.spec.containers")),
+        "{err:?}"
+    );
+    let roles: Api<ClusterRole> = Api::all(s.client.clone());
+    let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "view-pods"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]})).unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    assert_eq!(
+        roles.get("view-pods").await.unwrap().rules.unwrap()[0].verbs,
+        vec!["get"]
+    );
+}
