@@ -72,6 +72,11 @@ async fn scale(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, replicas: i32, revisi
         json!({DESIRED: want_replicas.to_string(), MAX_REPLICAS: (want_replicas + surge).to_string()});
     if let Some(r) = revision {
         annotations[REVISION] = json!(r.to_string());
+        // The new ReplicaSet carries the Deployment's own annotations (what
+        // `kubectl rollout undo` copies back).
+        for (k, v) in copied_annotations(d) {
+            annotations[k] = json!(v);
+        }
     }
     let old = spec_replicas(rs);
     let same_annotations = rs.metadata.annotations.as_ref().is_some_and(|a| {
@@ -101,6 +106,27 @@ async fn scale(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, replicas: i32, revisi
         .await;
     }
     Ok(())
+}
+
+/// Deployment annotations copied to its new ReplicaSet (upstream
+/// `copyDeploymentAnnotationsToReplicaSet`): all but kubectl's last-applied
+/// configuration and the controller's own bookkeeping.
+fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
+    const SKIP: &[&str] = &[
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        DESIRED,
+        MAX_REPLICAS,
+        "deprecated.deployment.rollback.to",
+    ];
+    d.metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !SKIP.contains(&k.as_str()))
+        .collect()
 }
 
 fn fenceposts(d: &Deployment) -> (i32, i32) {
@@ -202,11 +228,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 .match_labels
                 .get_or_insert_with(BTreeMap::new)
                 .insert(HASH_LABEL.into(), hash.clone());
-            let mut annotations = template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.annotations.clone())
-                .unwrap_or_default();
+            let mut annotations = copied_annotations(&d);
             annotations.insert(REVISION.into(), new_revision.to_string());
             annotations.insert(DESIRED.into(), replicas.to_string());
             annotations.insert(MAX_REPLICAS.into(), (replicas + surge).to_string());
