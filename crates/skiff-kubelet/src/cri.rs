@@ -66,6 +66,26 @@ impl Cri {
     }
 }
 
+impl Cri {
+    /// Stops a pod sandbox (and with it its containers) and removes it; errors are
+    /// ignored because both calls are idempotent and retried by the next sync.
+    pub async fn remove_sandbox(&self, id: &str) {
+        let id = id.to_string();
+        let _ = self
+            .runtime
+            .clone()
+            .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await;
+        let _ = self
+            .runtime
+            .clone()
+            .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await;
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
         Error::Cri(format!("{}: {}", s.code(), s.message()))

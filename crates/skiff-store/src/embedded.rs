@@ -73,23 +73,12 @@ impl<'a> Reader<'a> {
 /// `current` value: create_rev, mod_rev, value.
 fn encode_current(kv: &KeyValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(20 + kv.value.len());
-    out.extend_from_slice(&kv.create_revision.to_le_bytes());
-    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
-    put_bytes(&mut out, &kv.value);
+    put_kv(&mut out, kv);
     out
 }
 
 fn decode_current(key: &str, raw: &[u8]) -> Result<KeyValue> {
-    let mut r = Reader(raw);
-    let create_revision = r.i64()?;
-    let mod_revision = r.i64()?;
-    let value = r.bytes()?.to_vec();
-    Ok(KeyValue {
-        key: key.to_string(),
-        value,
-        create_revision,
-        mod_revision,
-    })
+    read_kv(&mut Reader(raw), key)
 }
 
 fn put_kv(out: &mut Vec<u8>, kv: &KeyValue) {
@@ -188,6 +177,13 @@ pub struct EmbeddedStore {
     writer: std_mpsc::Sender<Request>,
 }
 
+/// `(current, compacted)` revisions from an open `meta` table.
+fn revisions_in(meta: &impl ReadableTable<&'static str, u64>) -> Result<(Revision, Revision)> {
+    let get =
+        |k: &str| -> Result<Revision> { Ok(meta.get(k).map_err(backend)?.map(|v| v.value()).unwrap_or(0) as i64) };
+    Ok((get(META_REVISION)?, get(META_COMPACTED)?))
+}
+
 fn read_meta(db: &Database) -> Result<(Revision, Revision)> {
     let tx = db.begin_read().map_err(backend)?;
     let meta = match tx.open_table(META) {
@@ -195,17 +191,7 @@ fn read_meta(db: &Database) -> Result<(Revision, Revision)> {
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok((0, 0)),
         Err(e) => return Err(backend(e)),
     };
-    let rev = meta
-        .get(META_REVISION)
-        .map_err(backend)?
-        .map(|v| v.value())
-        .unwrap_or(0) as i64;
-    let compacted = meta
-        .get(META_COMPACTED)
-        .map_err(backend)?
-        .map(|v| v.value())
-        .unwrap_or(0) as i64;
-    Ok((rev, compacted))
+    revisions_in(&meta)
 }
 
 impl EmbeddedStore {
@@ -429,20 +415,7 @@ fn prefix_end(prefix: &str) -> Option<String> {
 
 fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<ListResult> {
     let tx = db.begin_read().map_err(backend)?;
-    let (rev, compacted) = {
-        let meta = tx.open_table(META).map_err(backend)?;
-        let r = meta
-            .get(META_REVISION)
-            .map_err(backend)?
-            .map(|v| v.value())
-            .unwrap_or(0) as i64;
-        let c = meta
-            .get(META_COMPACTED)
-            .map_err(backend)?
-            .map(|v| v.value())
-            .unwrap_or(0) as i64;
-        (r, c)
-    };
+    let (rev, compacted) = revisions_in(&tx.open_table(META).map_err(backend)?)?;
     let at = opts.revision.filter(|r| *r > 0).unwrap_or(rev);
     if at > rev {
         return Err(Error::FutureRevision {
@@ -515,12 +488,7 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
 /// Returns the events and the last revision examined.
 fn replay_blocking(db: &Database, prefix: &str, after: Revision) -> Result<(Vec<Event>, Revision)> {
     let tx = db.begin_read().map_err(backend)?;
-    let meta = tx.open_table(META).map_err(backend)?;
-    let compacted = meta
-        .get(META_COMPACTED)
-        .map_err(backend)?
-        .map(|v| v.value())
-        .unwrap_or(0) as i64;
+    let (_, compacted) = revisions_in(&tx.open_table(META).map_err(backend)?)?;
     if after < compacted {
         return Err(Error::Compacted {
             requested: after,

@@ -40,24 +40,7 @@ impl Worker {
             None => {
                 // A dead sandbox takes its containers with it: clean up and start over.
                 for s in &sandboxes {
-                    let _ = self
-                        .shared
-                        .cri
-                        .runtime
-                        .clone()
-                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                            pod_sandbox_id: s.id.clone(),
-                        })
-                        .await;
-                    let _ = self
-                        .shared
-                        .cri
-                        .runtime
-                        .clone()
-                        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                            pod_sandbox_id: s.id.clone(),
-                        })
-                        .await;
+                    self.shared.cri.remove_sandbox(&s.id).await;
                 }
                 let config = pod_spec::sandbox_config(&self.shared.cfg, &self.uid, pod, attempt);
                 std::fs::create_dir_all(&config.log_directory)
@@ -355,24 +338,7 @@ impl Worker {
                 });
             }
             futures::future::join_all(stops).await;
-            let _ = self
-                .shared
-                .cri
-                .runtime
-                .clone()
-                .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: sb.id.clone(),
-                })
-                .await;
-            let _ = self
-                .shared
-                .cri
-                .runtime
-                .clone()
-                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: sb.id.clone(),
-                })
-                .await;
+            self.shared.cri.remove_sandbox(&sb.id).await;
         }
         let _ = std::fs::remove_dir_all(self.shared.cfg.root_dir.join("pods").join(&self.uid));
     }
