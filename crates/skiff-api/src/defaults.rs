@@ -166,10 +166,23 @@ pub fn pod_spec(spec: &mut Value) {
     default_field(s, "terminationGracePeriodSeconds", json!(30));
     default_field(s, "securityContext", json!({}));
     default_field(s, "enableServiceLinks", json!(true));
+
     for key in ["containers", "initContainers"] {
         if let Some(Value::Array(cs)) = s.get_mut(key) {
             cs.iter_mut().for_each(container);
         }
+    }
+}
+
+/// ServiceAccount admission for pods (not templates): a pod without
+/// `serviceAccountName` runs as its namespace's `default` account.
+pub fn service_account(pod: &mut Value) {
+    let Some(s) = pod.get_mut("spec").and_then(obj) else {
+        return;
+    };
+    default_field(s, "serviceAccountName", json!("default"));
+    if let Some(sa) = s.get("serviceAccountName").cloned() {
+        default_field(s, "serviceAccount", sa);
     }
 }
 

@@ -299,6 +299,7 @@ impl Objects {
         match (res.group, res.kind) {
             ("", "Pod") => {
                 defaults::default_tolerations(&mut obj);
+                defaults::service_account(&mut obj);
                 let qos = qos_class(&obj);
                 obj["status"] = json!({"phase": "Pending", "qosClass": qos});
             }

@@ -6,6 +6,7 @@
 //! - [`replicaset`]: ReplicaSets -> Pods.
 //! - [`garbage_collector`]: ownerReference-based deletion and finalizers.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
+//! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod rollout;
+pub mod serviceaccount;
 
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +43,8 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         deployment::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
-        node_lifecycle::run(client, shutdown),
+        node_lifecycle::run(client.clone(), shutdown.clone()),
+        serviceaccount::run(client, shutdown),
     );
     Ok(())
 }
