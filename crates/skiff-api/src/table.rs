@@ -80,6 +80,14 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Age", "string", 0),
         ],
         "Lease" => vec![("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        "Endpoints" => vec![("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
+        "EndpointSlice" => vec![
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         _ => vec![("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -182,6 +190,19 @@ fn selector_string(sel: Option<&Value>) -> String {
         }
     }
     or_none(parts.join(","))
+}
+
+/// `a,b,c + 2 more...` as upstream prints long lists; `<none>` when empty.
+fn list_more(items: &[String], max: usize) -> String {
+    if items.is_empty() {
+        return "<none>".into();
+    }
+    let shown = items[..items.len().min(max)].join(",");
+    if items.len() > max {
+        format!("{shown} + {} more...", items.len() - max)
+    } else {
+        shown
+    }
 }
 
 /// The pod STATUS column, as upstream computes it: the phase or `status.reason`,
@@ -470,6 +491,61 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
             json!(s(o, "/spec/holderIdentity")),
             json!(age(o, "/metadata/creationTimestamp", now)),
         ],
+        "Endpoints" => {
+            let mut all = Vec::new();
+            for sub in o.get("subsets").and_then(Value::as_array).cloned().unwrap_or_default() {
+                let ports: Vec<i64> = sub
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .map(|p| p.iter().map(|p| i(p, "/port")).collect())
+                    .unwrap_or_default();
+                for a in sub
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    if ports.is_empty() {
+                        all.push(s(&a, "/ip").to_string());
+                    }
+                    for p in &ports {
+                        all.push(format!("{}:{p}", s(&a, "/ip")));
+                    }
+                }
+            }
+            vec![
+                json!(name),
+                json!(list_more(&all, 3)),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = o
+                .get("ports")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().map(|p| i(p, "/port").to_string()).collect())
+                .unwrap_or_default();
+            let addrs: Vec<String> = o
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .map(|e| {
+                    e.iter()
+                        .filter_map(|e| e.pointer("/addresses/0").and_then(Value::as_str).map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                json!(name),
+                json!(s(o, "/addressType")),
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                json!(list_more(&addrs, 3)),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
+        }
         _ => vec![json!(name), json!(age(o, "/metadata/creationTimestamp", now))],
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! - [`deployment`]: Deployments -> ReplicaSets (rolling updates, history, status).
 //! - [`replicaset`]: ReplicaSets -> Pods.
+//! - [`endpoints`]: EndpointSlices and Endpoints for Services with selectors.
 //! - [`garbage_collector`]: ownerReference-based deletion and finalizers.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
@@ -12,6 +13,7 @@
 
 pub mod common;
 pub mod deployment;
+pub mod endpoints;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_lifecycle;
@@ -44,7 +46,8 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
-        serviceaccount::run(client, shutdown),
+        serviceaccount::run(client.clone(), shutdown.clone()),
+        endpoints::run(client, shutdown),
     );
     Ok(())
 }
