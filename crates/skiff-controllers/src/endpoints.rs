@@ -34,6 +34,12 @@ struct Ctx {
     client: kube::Client,
 }
 
+/// A Service port resolved for one pod: (name, port, protocol).
+pub type ResolvedPort = (String, i32, String);
+
+/// One slice's worth of endpoints sharing the same resolved ports.
+pub type SliceGroup = (Vec<ResolvedPort>, Vec<PodEndpoint>);
+
 /// One endpoint: a pod with its conditions and resolved ports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodEndpoint {
@@ -48,7 +54,7 @@ pub struct PodEndpoint {
     /// Pod name and uid, for `targetRef`.
     pub pod: (String, String),
     /// The Service's ports resolved for this pod: (name, port, protocol).
-    pub ports: Vec<(String, i32, String)>,
+    pub ports: Vec<ResolvedPort>,
 }
 
 fn selects(svc: &Service, pod: &Pod) -> bool {
@@ -66,7 +72,7 @@ fn selects(svc: &Service, pod: &Pod) -> bool {
 
 /// Resolves the Service's ports against a pod (named targetPorts come from the pod's
 /// container ports; a name the pod does not define drops that port for this pod).
-pub fn resolve_ports(svc: &Service, pod: &Pod) -> Vec<(String, i32, String)> {
+pub fn resolve_ports(svc: &Service, pod: &Pod) -> Vec<ResolvedPort> {
     let mut out = Vec::new();
     for p in svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default() {
         let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
@@ -139,8 +145,8 @@ pub fn endpoints_for(svc: &Service, pods: &[Pod]) -> Vec<PodEndpoint> {
 
 /// Groups endpoints by their resolved ports and splits groups into slices of at most
 /// `max` endpoints. Returns (ports, endpoints) per slice, in a stable order.
-pub fn slice_up(eps: &[PodEndpoint], max: usize) -> Vec<(Vec<(String, i32, String)>, Vec<PodEndpoint>)> {
-    let mut groups: BTreeMap<String, (Vec<(String, i32, String)>, Vec<PodEndpoint>)> = BTreeMap::new();
+pub fn slice_up(eps: &[PodEndpoint], max: usize) -> Vec<SliceGroup> {
+    let mut groups: BTreeMap<String, SliceGroup> = BTreeMap::new();
     for e in eps {
         let key = format!("{:?}", e.ports);
         groups
@@ -158,7 +164,7 @@ pub fn slice_up(eps: &[PodEndpoint], max: usize) -> Vec<(Vec<(String, i32, Strin
     out
 }
 
-fn slice_body(svc: &Service, ports: &[(String, i32, String)], eps: &[PodEndpoint]) -> Value {
+fn slice_body(svc: &Service, ports: &[ResolvedPort], eps: &[PodEndpoint]) -> Value {
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     let name = svc.metadata.name.clone().unwrap_or_default();
     json!({
