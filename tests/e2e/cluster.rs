@@ -126,6 +126,35 @@ fn single_node_cluster_runs_a_deployment_in_real_containers() {
         "{described}"
     );
 
+    // A Service selecting the pods gets their addresses as endpoints.
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    let applied = c.kubectl_stdin(&["apply", "-f", "-"], svc);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    eventually("service endpoints", Duration::from_secs(30), || {
+        let out = c.kubectl_ok(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ]);
+        let got: BTreeSet<String> = out.split_whitespace().map(String::from).collect();
+        if got == ips {
+            Ok(())
+        } else {
+            Err(format!("{got:?} != {ips:?}"))
+        }
+    });
+    let slices = c.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "jsonpath={.items[*].endpoints[*].addresses[0]}",
+    ]);
+    assert_eq!(slices.split_whitespace().collect::<BTreeSet<_>>().len(), 3, "{slices}");
+
     // 4. Scale up and down; removed pods' containers are gone from containerd.
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
     wait_ready(&c, "app=web", 5);
