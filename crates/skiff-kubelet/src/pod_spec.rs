@@ -89,6 +89,26 @@ pub fn pod_log_dir(root_dir: &Path, pod: &Pod) -> PathBuf {
     ))
 }
 
+/// Linux namespaces of the pod's sandbox and containers: the node's network, PID
+/// and IPC namespaces for `hostNetwork`/`hostPID`/`hostIPC`, otherwise the pod's
+/// (PID per container, as upstream without `shareProcessNamespace`).
+fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
+    let spec = pod.spec.as_ref();
+    let host = |flag: Option<bool>, otherwise: cri::NamespaceMode| {
+        if flag == Some(true) {
+            cri::NamespaceMode::Node as i32
+        } else {
+            otherwise as i32
+        }
+    };
+    cri::NamespaceOption {
+        network: host(spec.and_then(|s| s.host_network), cri::NamespaceMode::Pod),
+        pid: host(spec.and_then(|s| s.host_pid), cri::NamespaceMode::Container),
+        ipc: host(spec.and_then(|s| s.host_ipc), cri::NamespaceMode::Pod),
+        ..Default::default()
+    }
+}
+
 /// The CRI sandbox config of a pod: metadata, hostname, log directory, DNS (from
 /// `dnsPolicy`), host ports, labels and Linux namespaces.
 pub fn sandbox_config(cfg: &KubeletConfig, uid: &str, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
@@ -146,11 +166,6 @@ pub fn sandbox_config(cfg: &KubeletConfig, uid: &str, pod: &Pod, attempt: u32) -
             }
         }
     }
-    let network = if host_network {
-        cri::NamespaceMode::Node
-    } else {
-        cri::NamespaceMode::Pod
-    };
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: m.name.clone().unwrap_or_default(),
@@ -172,20 +187,7 @@ pub fn sandbox_config(cfg: &KubeletConfig, uid: &str, pod: &Pod, attempt: u32) -
         annotations: m.annotations.clone().unwrap_or_default().into_iter().collect(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: network as i32,
-                    pid: if spec.host_pid == Some(true) {
-                        cri::NamespaceMode::Node as i32
-                    } else {
-                        cri::NamespaceMode::Container as i32
-                    },
-                    ipc: if spec.host_ipc == Some(true) {
-                        cri::NamespaceMode::Node as i32
-                    } else {
-                        cri::NamespaceMode::Pod as i32
-                    },
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespace_options(pod)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -426,24 +428,7 @@ pub fn container_config(
                     drop_capabilities: caps.drop.unwrap_or_default(),
                     ..Default::default()
                 }),
-                namespace_options: Some(cri::NamespaceOption {
-                    network: if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-                        cri::NamespaceMode::Node as i32
-                    } else {
-                        cri::NamespaceMode::Pod as i32
-                    },
-                    pid: if pod.spec.as_ref().and_then(|s| s.host_pid) == Some(true) {
-                        cri::NamespaceMode::Node as i32
-                    } else {
-                        cri::NamespaceMode::Container as i32
-                    },
-                    ipc: if pod.spec.as_ref().and_then(|s| s.host_ipc) == Some(true) {
-                        cri::NamespaceMode::Node as i32
-                    } else {
-                        cri::NamespaceMode::Pod as i32
-                    },
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespace_options(pod)),
                 ..Default::default()
             }),
         }),
@@ -494,5 +479,16 @@ mod tests {
         let r = cfg.linux.unwrap().resources.unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period), (256, 50_000, 100_000));
         assert_eq!(r.memory_limit_in_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn host_namespaces_follow_the_pod_spec() {
+        let pod: Pod = serde_json::from_value(json!({"spec": {"containers": [], "hostNetwork": true}})).unwrap();
+        let ns = namespace_options(&pod);
+        assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
+        assert_eq!(ns.pid, cri::NamespaceMode::Container as i32);
+        assert_eq!(ns.ipc, cri::NamespaceMode::Pod as i32);
+        let ns = namespace_options(&Pod::default());
+        assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
     }
 }
