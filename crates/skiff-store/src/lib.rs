@@ -97,8 +97,11 @@ pub struct ListResult {
 }
 
 /// A stream of watch events, in strictly increasing revision order, with no gaps
-/// for the watched prefix. The stream ends with an error item if the watcher falls
-/// too far behind; the caller then re-lists.
+/// for the watched prefix. A slow consumer does not lose events (the engine catches
+/// up from its history); the stream ends with an error item only if that history has
+/// been compacted past the watcher ([`Error::Compacted`], the apiserver answers
+/// `410 Gone` and the client re-lists) or the store fails or shuts down. Dropping the
+/// stream releases everything the watch holds.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
 
 /// Errors of store operations.
@@ -169,13 +172,19 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue>;
 
     /// Watches keys under `prefix` for changes with revision strictly greater than
-    /// `after`. `after = 0` starts at the current revision (only future changes).
-    /// Fails with [`Error::Compacted`] if `after` is older than the compacted revision.
+    /// `after`: first the retained history, then live changes, with no gap and no
+    /// duplicate between the two. `after = 0` starts at the current revision (only
+    /// future changes, like etcd's start revision 0); an `after` beyond the current
+    /// revision waits for it. Fails with [`Error::Compacted`] if `after` is older than
+    /// the compacted revision (`after` equal to it is fine: history after it is kept).
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
 
     /// The revision of the latest write.
     async fn current_revision(&self) -> Result<Revision>;
 
-    /// Discards history at and before `revision` (values of live keys are kept).
+    /// Discards history at and before `revision` (values of live keys are kept);
+    /// afterwards lists at and watches from older revisions fail with
+    /// [`Error::Compacted`]. A `revision` beyond the current one compacts up to the
+    /// current one; one at or below the compacted revision changes nothing.
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
