@@ -1,308 +1,274 @@
 //! The Skiff scheduler: places unbound pods on nodes the way kube-scheduler does.
 //!
-//! It watches pods and nodes through the apiserver (kube-rs reflectors), filters
-//! nodes with the plugins in [`plugins`], scores the feasible ones (LeastAllocated),
-//! and binds through `pods/{name}/binding`. A pod that fits nowhere gets a
-//! `FailedScheduling` event with the upstream-style message, its `PodScheduled=False`
-//! condition (reason `Unschedulable`), and is retried with backoff (1 s doubling to
-//! 10 s) and whenever pods or nodes change.
+//! It is an ordinary API client: it watches pods and nodes through the apiserver,
+//! keeps a [`cache`] of nodes with the requests of their pods (including pods it
+//! has *assumed* onto a node while their binding is in flight), takes pods from
+//! the [`queue`] (priority order, backoff 1 s doubling to 10 s, unschedulable pods
+//! retried on cluster events), runs the [`framework`]'s filter and score
+//! [`plugins`] in [`algorithm`], and binds through `pods/{name}/binding`
+//! ([`binder`]). A pod that fits nowhere gets a `FailedScheduling` event and a
+//! `PodScheduled=False` condition (reason `Unschedulable`) carrying the upstream
+//! message, e.g. `0/3 nodes are available: 1 node(s) had untolerated taint
+//! {dedicated: gpu}, 2 Insufficient cpu.`
 #![deny(missing_docs)]
 
+pub mod algorithm;
+pub mod binder;
+pub mod cache;
+pub mod framework;
 pub mod plugins;
+pub mod queue;
+pub mod resources;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use serde_json::json;
-use skiff_api::events::{EventType, new_event};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use rand::SeedableRng;
+use skiff_api::events::EventType;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use plugins::Resources;
+use binder::Binder;
+use cache::Cache;
+use framework::{PodInfo, Profile, ProfileError};
+use queue::SchedulingQueue;
 
-/// Name pods select this scheduler by (`spec.schedulerName`).
+/// The `spec.schedulerName` this scheduler serves (pods without one get it by
+/// defaulting), also its event source component.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
-const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Pods attempted before the loop looks at watch events again.
+const BATCH: usize = 64;
 
-/// Scheduler errors.
+/// Errors that stop the scheduler.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The pod or node cache could not be filled from the apiserver.
-    #[error("scheduler cache: {0}")]
-    Cache(String),
+    /// The scheduling profile could not be built.
+    #[error("scheduler profile: {0}")]
+    Profile(#[from] ProfileError),
 }
 
 fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
-fn is_pending(p: &Pod) -> bool {
-    let spec = p.spec.as_ref();
-    spec.is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty))
+/// Whether this scheduler should place the pod: not bound, `schedulerName` ours
+/// (or unset), no `schedulingGates`, not being deleted, not finished.
+pub fn is_pending(p: &Pod) -> bool {
+    let Some(spec) = p.spec.as_ref() else {
+        return false;
+    };
+    spec.node_name.as_deref().is_none_or(str::is_empty)
         && spec
-            .and_then(|s| s.scheduler_name.as_deref())
-            .is_none_or(|n| n == SCHEDULER_NAME)
-        && spec.and_then(|s| s.scheduling_gates.as_ref()).is_none_or(Vec::is_empty)
+            .scheduler_name
+            .as_deref()
+            .is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME)
+        && spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty)
         && p.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+        && !cache::is_terminal(p)
 }
 
-fn is_active_on_node(p: &Pod) -> Option<&str> {
-    let node = p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())?;
-    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-        Some("Succeeded" | "Failed") => None,
-        _ => Some(node),
-    }
+/// The outcome of a binding call, reported back to the scheduling loop.
+struct Bound {
+    pod: Arc<Pod>,
+    node: String,
+    result: Result<(), kube::Error>,
 }
 
-fn reference(p: &Pod) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: p.metadata.name.clone(),
-        namespace: p.metadata.namespace.clone(),
-        uid: p.metadata.uid.clone(),
-        resource_version: p.metadata.resource_version.clone(),
-        ..Default::default()
-    }
-}
-
+/// The scheduling loop's state: everything but the API calls.
 struct Scheduler {
-    client: kube::Client,
-    /// Pods bound by us that the cache has not yet seen bound: uid -> (node, requests).
-    assumed: HashMap<String, (String, Resources)>,
-    /// Unschedulable pods: uid -> (current backoff, next attempt, last message).
-    backoff: HashMap<String, (Duration, Instant, String)>,
+    profile: Profile,
+    cache: Cache,
+    queue: SchedulingQueue,
+    pods_synced: bool,
+    nodes_synced: bool,
+    pod_buffer: Vec<Arc<Pod>>,
+    node_buffer: Vec<Arc<Node>>,
+    next_start: usize,
+    rng: rand::rngs::StdRng,
 }
 
 impl Scheduler {
-    async fn event(&self, pod: &Pod, ty: EventType, reason: &str, message: &str) {
-        let ev = new_event(
-            &reference(pod),
-            ty,
-            reason,
-            message,
-            SCHEDULER_NAME,
-            None,
-            jiff::Timestamp::now(),
-        );
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        if let Err(e) = Api::<Event>::namespaced(self.client.clone(), &ns)
-            .create(&PostParams::default(), &ev)
-            .await
-        {
-            tracing::debug!(error = %e, "recording event failed");
+    fn new(profile: Profile) -> Self {
+        Self {
+            profile,
+            cache: Cache::new(),
+            queue: SchedulingQueue::new(),
+            pods_synced: false,
+            nodes_synced: false,
+            pod_buffer: Vec::new(),
+            node_buffer: Vec::new(),
+            next_start: 0,
+            rng: rand::rngs::StdRng::from_os_rng(),
         }
     }
 
-    /// One scheduling pass over all pending pods.
-    async fn pass(&mut self, pods: &[std::sync::Arc<Pod>], nodes: &[std::sync::Arc<Node>]) {
-        let mut used: HashMap<String, Resources> = HashMap::new();
-        for p in pods {
-            if let Some(node) = is_active_on_node(p) {
-                used.entry(node.to_string())
-                    .or_default()
-                    .add_pod(&plugins::pod_requests(p));
+    fn synced(&self) -> bool {
+        self.pods_synced && self.nodes_synced
+    }
+
+    fn on_pod(&mut self, pod: Arc<Pod>, now: Instant) {
+        let u = uid(&pod);
+        let released = self.cache.observe_pod(&pod);
+        if is_pending(&pod) {
+            if !self.cache.is_assumed(&u) {
+                self.queue.add(pod, now);
             }
+        } else {
+            self.queue.remove(&u);
         }
-        // Assumed pods the cache already shows bound are no longer assumed.
-        self.assumed
-            .retain(|u, _| pods.iter().any(|p| uid(p) == *u && is_pending(p)));
-        for (node, req) in self.assumed.values() {
-            used.entry(node.clone()).or_default().add_pod(req);
+        if released {
+            self.queue.move_all(now);
         }
-        let mut pending: Vec<&Pod> = pods
-            .iter()
-            .map(|p| p.as_ref())
-            .filter(|p| is_pending(p) && !self.assumed.contains_key(&uid(p)))
-            .collect();
-        pending.sort_by(|a, b| {
-            let prio = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-            prio(b)
-                .cmp(&prio(a))
-                .then_with(|| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp))
-        });
-        let now = Instant::now();
-        self.backoff.retain(|u, _| pending.iter().any(|p| uid(p) == *u));
-        for pod in pending {
-            let u = uid(pod);
-            if self.backoff.get(&u).is_some_and(|(_, next, _)| *next > now) {
-                continue;
-            }
-            let empty = Resources::default();
-            let mut reasons = Vec::new();
-            let mut best: Option<(i64, &str)> = None;
-            for node in nodes {
-                let name = node.metadata.name.as_deref().unwrap_or_default();
-                let node_used = used.get(name).unwrap_or(&empty);
-                let r = plugins::filter(pod, node, node_used);
-                if r.is_empty() {
-                    let score = plugins::least_allocated(pod, node, node_used);
-                    if best.is_none_or(|(s, n)| score > s || (score == s && name < n)) {
-                        best = Some((score, name));
-                    }
-                } else {
-                    reasons.push(r);
+    }
+
+    fn on_pod_event(&mut self, event: watcher::Event<Pod>, now: Instant) {
+        match event {
+            watcher::Event::Init => self.pod_buffer.clear(),
+            watcher::Event::InitApply(p) => self.pod_buffer.push(Arc::new(p)),
+            watcher::Event::InitDone => {
+                let pods = std::mem::take(&mut self.pod_buffer);
+                let released = self.cache.replace_pods(&pods);
+                let pending: std::collections::HashSet<String> =
+                    pods.iter().filter(|p| is_pending(p)).map(|p| uid(p)).collect();
+                self.queue.retain(|u| pending.contains(u));
+                for p in pods {
+                    self.on_pod(p, now);
                 }
-            }
-            match best {
-                Some((_, node)) => {
-                    let node = node.to_string();
-                    if self.bind(pod, &node).await {
-                        let req = plugins::pod_requests(pod);
-                        used.entry(node.clone()).or_default().add_pod(&req);
-                        self.assumed.insert(u.clone(), (node, req));
-                        self.backoff.remove(&u);
-                    }
+                if released {
+                    self.queue.move_all(now);
                 }
-                None => {
-                    let message = plugins::failure_message(nodes.len(), &reasons);
-                    self.unschedulable(pod, &message).await;
-                    let (delay, _, _) =
-                        self.backoff
-                            .get(&u)
-                            .cloned()
-                            .unwrap_or((INITIAL_BACKOFF / 2, now, String::new()));
-                    let delay = (delay * 2).min(MAX_BACKOFF);
-                    self.backoff.insert(u, (delay, now + delay, message));
+                self.pods_synced = true;
+            }
+            watcher::Event::Apply(p) => self.on_pod(Arc::new(p), now),
+            watcher::Event::Delete(p) => {
+                let u = uid(&p);
+                self.queue.remove(&u);
+                if self.cache.remove_pod(&u) {
+                    self.queue.move_all(now);
                 }
             }
         }
     }
 
-    async fn bind(&self, pod: &Pod, node: &str) -> bool {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                uid: pod.metadata.uid.clone(),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                kind: Some("Node".into()),
-                name: Some(node.to_string()),
-                ..Default::default()
-            },
-        };
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        match api
-            .create_subresource::<Binding, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(pod = %format!("{ns}/{name}"), %node, "bound");
-                self.event(
-                    pod,
-                    EventType::Normal,
-                    "Scheduled",
-                    &format!("Successfully assigned {ns}/{name} to {node}"),
-                )
-                .await;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(pod = %format!("{ns}/{name}"), %node, error = %e, "binding failed");
+    fn on_node_event(&mut self, event: watcher::Event<Node>, now: Instant) {
+        let helps = match event {
+            watcher::Event::Init => {
+                self.node_buffer.clear();
                 false
             }
+            watcher::Event::InitApply(n) => {
+                self.node_buffer.push(Arc::new(n));
+                false
+            }
+            watcher::Event::InitDone => {
+                self.nodes_synced = true;
+                self.cache.replace_nodes(std::mem::take(&mut self.node_buffer))
+            }
+            watcher::Event::Apply(n) => self.cache.set_node(Arc::new(n)),
+            watcher::Event::Delete(n) => {
+                self.cache.remove_node(n.metadata.name.as_deref().unwrap_or_default());
+                false
+            }
+        };
+        if helps {
+            self.queue.move_all(now);
         }
     }
 
-    async fn unschedulable(&self, pod: &Pod, message: &str) {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        self.event(pod, EventType::Warning, "FailedScheduling", message).await;
-        let current = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
-        if current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message)) {
-            return;
-        }
-        let patch = json!({"status": {"conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-            "lastProbeTime": null, "lastTransitionTime": skiff_api::events::now_string(),
-        }]}});
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
-            .await
-        {
-            tracing::debug!(error = %e, "updating PodScheduled condition failed");
-        }
-    }
-}
-
-impl Resources {
-    fn add_pod(&mut self, r: &Resources) {
-        self.milli_cpu += r.milli_cpu;
-        self.memory += r.memory;
-        self.pods += 1;
-        for (k, v) in &r.other {
-            *self.other.entry(k.clone()).or_default() += v;
-        }
-    }
-}
-
-/// Runs the scheduler until `shutdown` is cancelled.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (node_store, node_writer) = reflector::store::<Node>();
-    let (wake_tx, mut wake) = mpsc::channel::<()>(1);
-    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer)
-        .touched_objects();
-    for stream in [pods.map(|_| ()).boxed(), nodes.map(|_| ()).boxed()] {
-        let tx = wake_tx.clone();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let mut stream = stream;
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    item = stream.next() => match item {
-                        Some(()) => { let _ = tx.try_send(()); }
-                        None => return,
-                    }
+    /// Attempts up to [`BATCH`] pods; bindings and failure reports run as tasks.
+    fn schedule_batch(&mut self, binder: &Arc<Binder>, bound: &mpsc::UnboundedSender<Bound>, now: Instant) {
+        for _ in 0..BATCH {
+            let Some(pod) = self.queue.pop(now) else { return };
+            let u = uid(&pod);
+            let info = PodInfo::new(pod.clone());
+            match algorithm::schedule_pod(&self.profile, &self.cache, &info, &mut self.next_start, &mut self.rng) {
+                Ok(node) => {
+                    self.cache.assume(&pod, &node);
+                    self.queue.done(&u);
+                    let (binder, bound) = (binder.clone(), bound.clone());
+                    tokio::spawn(async move {
+                        let result = binder.bind(&pod, &node).await;
+                        let _ = bound.send(Bound { pod, node, result });
+                    });
+                }
+                Err(fit) => {
+                    self.queue.unschedulable(&u, now);
+                    let message = fit.to_string();
+                    tracing::debug!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), %message, "unschedulable");
+                    let binder = binder.clone();
+                    tokio::spawn(async move { binder.unschedulable(&pod, &message).await });
                 }
             }
+        }
+    }
+
+    /// A binding finished. On failure the assumption is dropped and the pod retried
+    /// after backoff, unless it is gone or already bound (the watch will say).
+    fn on_bound(&mut self, b: Bound, binder: &Arc<Binder>, now: Instant) {
+        let Err(e) = b.result else { return };
+        let u = uid(&b.pod);
+        self.cache.forget(&u);
+        self.queue.move_all(now);
+        let gone = matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+        tracing::warn!(pod = %b.pod.metadata.name.as_deref().unwrap_or_default(), node = %b.node, error = %e, "binding failed");
+        if gone {
+            return;
+        }
+        self.queue.error(b.pod.clone(), now);
+        let binder = binder.clone();
+        tokio::spawn(async move {
+            binder
+                .record(
+                    &b.pod,
+                    EventType::Warning,
+                    "FailedScheduling",
+                    &format!("binding rejected: running Bind plugin \"DefaultBinder\": {e}"),
+                )
+                .await
         });
     }
-    tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        r = async { tokio::try_join!(pod_store.wait_until_ready(), node_store.wait_until_ready()) } => {
-            r.map_err(|e| Error::Cache(e.to_string()))?;
-        }
-    }
+}
+
+/// Runs the scheduler until `shutdown` is cancelled. Watch failures are retried
+/// with backoff; the function returns `Ok` on shutdown and errs only if the
+/// default profile cannot be built.
+pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
+    let profile = Profile::new(&plugins::registry(), &plugins::default_plugins())?;
+    let binder = Arc::new(Binder::new(client.clone()));
+    let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
+    let mut s = Scheduler::new(profile);
     tracing::info!("scheduler started");
-    let mut s = Scheduler {
-        client,
-        assumed: HashMap::new(),
-        backoff: HashMap::new(),
-    };
     loop {
+        if s.synced() {
+            s.schedule_batch(&binder, &bound_tx, Instant::now());
+        }
+        let more = s.synced() && s.queue.has_active();
+        let wakeup = s.queue.next_wakeup();
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = wake.recv() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            ev = pods.next() => match ev {
+                Some(Ok(ev)) => s.on_pod_event(ev, Instant::now()),
+                Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                None => return Ok(()),
+            },
+            ev = nodes.next() => match ev {
+                Some(Ok(ev)) => s.on_node_event(ev, Instant::now()),
+                Some(Err(e)) => tracing::warn!(error = %e, "node watch failed; retrying"),
+                None => return Ok(()),
+            },
+            Some(b) = bound_rx.recv() => s.on_bound(b, &binder, Instant::now()),
+            _ = tokio::time::sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
+            _ = std::future::ready(()), if more => {}
         }
-        // Let a burst of watch events settle into the caches.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        s.pass(&pod_store.state(), &node_store.state()).await;
     }
 }

@@ -1,0 +1,388 @@
+//! The scheduling framework (upstream pkg/scheduler/framework): a narrow trait per
+//! extension point ([`FilterPlugin`], [`ScorePlugin`]), a [`Status`] with a
+//! [`Code`], the [`NodeInfo`] snapshot plugins see, a [`Registry`] from plugin name
+//! to constructor, and the [`Profile`] that runs filters and scores for one pod.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::resources::{Resources, allocatable, pod_requests};
+
+/// Highest score a plugin may give a node (upstream `MaxNodeScore`).
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// Outcome class of a plugin call (upstream `framework.Code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The node passes.
+    Success,
+    /// The node does not fit now but might after other pods go away.
+    Unschedulable,
+    /// The node does not fit and no preemption can change that.
+    UnschedulableAndUnresolvable,
+    /// The plugin failed internally.
+    Error,
+}
+
+/// A plugin's verdict: a [`Code`] and the human-readable reasons, e.g.
+/// `Insufficient cpu` (these phrases make up `FailedScheduling` messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The outcome.
+    pub code: Code,
+    /// Reasons for a non-success outcome, in upstream wording.
+    pub reasons: Vec<String>,
+}
+
+impl Status {
+    /// A passing status.
+    pub fn success() -> Self {
+        Self {
+            code: Code::Success,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// A failing status with one reason.
+    pub fn new(code: Code, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reasons: vec![reason.into()],
+        }
+    }
+
+    /// Whether the node passed.
+    pub fn is_success(&self) -> bool {
+        self.code == Code::Success
+    }
+}
+
+/// What the scheduler knows about one node: the Node object and the totals of the
+/// pods bound or assumed to it (upstream `framework.NodeInfo`).
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    /// The Node, absent while only pods referring to it are known.
+    pub node: Option<Arc<Node>>,
+    /// `status.allocatable` of the node.
+    pub allocatable: Resources,
+    /// Sum of the effective requests of the node's pods.
+    pub requested: Resources,
+    /// The same with zero cpu/memory requests counted as the scoring defaults.
+    pub non_zero_requested: Resources,
+    /// Host ports in use, as `(protocol, hostIP, port)`.
+    pub used_ports: BTreeSet<(String, String, i32)>,
+    /// Pods on the node by uid, with what they add to the totals.
+    pub pods: BTreeMap<String, PodUsage>,
+}
+
+/// What one pod adds to its node's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodUsage {
+    /// Effective requests.
+    pub requested: Resources,
+    /// Effective requests with scoring defaults.
+    pub non_zero_requested: Resources,
+    /// Host ports, as `(protocol, hostIP, port)`.
+    pub ports: Vec<(String, String, i32)>,
+}
+
+impl PodUsage {
+    /// The usage of `pod`.
+    pub fn of(pod: &Pod) -> Self {
+        Self {
+            requested: pod_requests(pod, false),
+            non_zero_requested: pod_requests(pod, true),
+            ports: host_ports(pod),
+        }
+    }
+}
+
+/// Host ports a pod asks for, as `(protocol, hostIP, port)`; hostIP defaults to
+/// `0.0.0.0` and protocol to `TCP`, as upstream.
+pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let inits = spec.and_then(|s| s.init_containers.as_deref()).unwrap_or_default();
+    containers
+        .iter()
+        .chain(inits)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let port = p.host_port.filter(|&h| h > 0)?;
+            let ip = p
+                .host_ip
+                .clone()
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or("0.0.0.0".into());
+            Some((p.protocol.clone().unwrap_or("TCP".into()), ip, port))
+        })
+        .collect()
+}
+
+impl NodeInfo {
+    /// A node with no pods yet.
+    pub fn new(node: Arc<Node>) -> Self {
+        let mut info = Self::default();
+        info.set_node(node);
+        info
+    }
+
+    /// Replaces the Node object (e.g. after a watch update).
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.allocatable = allocatable(&node);
+        self.node = Some(node);
+    }
+
+    /// The node's name, if the Node is known.
+    pub fn name(&self) -> &str {
+        self.node
+            .as_ref()
+            .and_then(|n| n.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Accounts a pod on this node (replacing an earlier accounting of the same uid).
+    pub fn add_pod(&mut self, uid: &str, usage: PodUsage) {
+        self.remove_pod(uid);
+        self.requested.add(&usage.requested);
+        self.non_zero_requested.add(&usage.non_zero_requested);
+        self.used_ports.extend(usage.ports.iter().cloned());
+        self.pods.insert(uid.to_string(), usage);
+    }
+
+    /// Removes a pod's accounting; returns whether it was there.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(usage) = self.pods.remove(uid) else {
+            return false;
+        };
+        self.requested.sub(&usage.requested);
+        self.non_zero_requested.sub(&usage.non_zero_requested);
+        self.used_ports = self.pods.values().flat_map(|u| u.ports.iter().cloned()).collect();
+        true
+    }
+}
+
+/// The pod being scheduled, with what plugins compute from it once per attempt.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// Its usage (requests, scoring requests, host ports).
+    pub usage: PodUsage,
+}
+
+impl PodInfo {
+    /// Wraps a pod.
+    pub fn new(pod: Arc<Pod>) -> Self {
+        let usage = PodUsage::of(&pod);
+        Self { pod, usage }
+    }
+}
+
+/// The Filter extension point: can the pod run on this node?
+pub trait FilterPlugin: Send + Sync {
+    /// The plugin's upstream name, e.g. `NodeResourcesFit`.
+    fn name(&self) -> &'static str;
+    /// Checks one node.
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// The Score extension point: how good is a feasible node, 0..=[`MAX_NODE_SCORE`]
+/// after [`ScorePlugin::normalize`].
+pub trait ScorePlugin: Send + Sync {
+    /// The plugin's upstream name.
+    fn name(&self) -> &'static str;
+    /// Raw score of one feasible node.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Maps raw scores of all feasible nodes into 0..=[`MAX_NODE_SCORE`]; the
+    /// default keeps them (for plugins that already score in range).
+    fn normalize(&self, _scores: &mut [i64]) {}
+}
+
+/// Upstream `DefaultNormalizeScore`: scales scores so the highest becomes
+/// [`MAX_NODE_SCORE`]; with `reverse`, the highest becomes 0 instead. All-zero scores
+/// become [`MAX_NODE_SCORE`] when reversed and stay 0 otherwise.
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    for s in scores.iter_mut() {
+        let scaled = if max == 0 { 0 } else { *s * MAX_NODE_SCORE / max };
+        *s = if reverse { MAX_NODE_SCORE - scaled } else { scaled };
+    }
+}
+
+/// A plugin instance for the extension points it implements.
+pub enum Plugin {
+    /// Filter only.
+    Filter(Box<dyn FilterPlugin>),
+    /// Score only.
+    Score(Box<dyn ScorePlugin>),
+    /// Both; the same logic object serves each point.
+    Both(Box<dyn FilterPlugin>, Box<dyn ScorePlugin>),
+}
+
+/// Plugin name -> constructor (upstream `frameworkruntime.Registry`).
+pub type Registry = BTreeMap<&'static str, fn() -> Plugin>;
+
+/// An enabled plugin in a profile, with its score weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    /// Registry name.
+    pub name: &'static str,
+    /// Weight of its score (ignored for filter-only plugins).
+    pub weight: i64,
+}
+
+/// Why the pod fits nowhere: per node, the reasons of the first failing filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// Node name -> the failing status.
+    pub node_to_status: BTreeMap<String, Status>,
+}
+
+/// Errors building a profile.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProfileError {
+    /// A plugin name is not in the registry.
+    #[error("plugin {0:?} is not registered")]
+    UnknownPlugin(String),
+}
+
+/// A scheduling profile: filters in order, then weighted scores
+/// (upstream `frameworkImpl` for one `schedulerName`).
+pub struct Profile {
+    filters: Vec<Box<dyn FilterPlugin>>,
+    scorers: Vec<(Box<dyn ScorePlugin>, i64)>,
+}
+
+impl Profile {
+    /// Instantiates `plugins` from `registry`, keeping their order.
+    pub fn new(registry: &Registry, plugins: &[PluginSpec]) -> Result<Self, ProfileError> {
+        let mut filters = Vec::new();
+        let mut scorers = Vec::new();
+        for spec in plugins {
+            let make = registry
+                .get(spec.name)
+                .ok_or_else(|| ProfileError::UnknownPlugin(spec.name.to_string()))?;
+            match make() {
+                Plugin::Filter(f) => filters.push(f),
+                Plugin::Score(s) => scorers.push((s, spec.weight)),
+                Plugin::Both(f, s) => {
+                    filters.push(f);
+                    scorers.push((s, spec.weight));
+                }
+            }
+        }
+        Ok(Self { filters, scorers })
+    }
+
+    /// Runs the filters on one node, stopping at the first failure as upstream's
+    /// `RunFilterPlugins` does.
+    pub fn run_filters(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        for f in &self.filters {
+            let s = f.filter(pod, node);
+            if !s.is_success() {
+                return s;
+            }
+        }
+        Status::success()
+    }
+
+    /// Weighted, normalized total scores of the feasible nodes, in their order.
+    pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+        let mut totals = vec![0; nodes.len()];
+        for (plugin, weight) in &self.scorers {
+            let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
+            plugin.normalize(&mut scores);
+            for (t, s) in totals.iter_mut().zip(scores) {
+                *t += s.clamp(0, MAX_NODE_SCORE) * weight;
+            }
+        }
+        totals
+    }
+}
+
+/// How many feasible nodes to find before scoring (upstream
+/// `numFeasibleNodesToFind` with the adaptive `percentageOfNodesToScore`): all of
+/// them below 100 nodes; otherwise `50 - nodes/125` percent, at least 5 %, and never
+/// fewer than 100.
+pub fn num_feasible_nodes_to_find(total: usize) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if total < MIN_FEASIBLE {
+        return total;
+    }
+    let percentage = (50 - (total / 125) as i64).max(5) as usize;
+    (total * percentage / 100).max(MIN_FEASIBLE)
+}
+
+/// Renders the `FailedScheduling` message (upstream `FitError.Error`):
+/// `0/N nodes are available: <count> <reason>, ...`, the `<count> <reason>` strings
+/// sorted as strings (so `1 node(s) had ...` comes before `2 Insufficient cpu`), or
+/// `no nodes available to schedule pods` when there are no nodes.
+pub fn failure_message(total_nodes: usize, diagnosis: &Diagnosis) -> String {
+    if total_nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for status in diagnosis.node_to_status.values() {
+        for r in &status.reasons {
+            *counts.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!("0/{total_nodes} nodes are available: {}.", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_scales_and_reverses() {
+        let mut s = vec![0, 5, 10];
+        default_normalize(&mut s, false);
+        assert_eq!(s, vec![0, 50, 100]);
+        let mut s = vec![0, 5, 10];
+        default_normalize(&mut s, true);
+        assert_eq!(s, vec![100, 50, 0]);
+        let mut s = vec![0, 0];
+        default_normalize(&mut s, true);
+        assert_eq!(s, vec![100, 100]);
+    }
+
+    #[test]
+    fn adaptive_percentage_of_nodes_to_score() {
+        assert_eq!(num_feasible_nodes_to_find(50), 50);
+        assert_eq!(num_feasible_nodes_to_find(100), 100);
+        // 1000 nodes: 50 - 8 = 42 %.
+        assert_eq!(num_feasible_nodes_to_find(1000), 420);
+        // 5000 nodes: 50 - 40 = 10 %.
+        assert_eq!(num_feasible_nodes_to_find(5000), 500);
+        // 10000 nodes: floor of 5 %.
+        assert_eq!(num_feasible_nodes_to_find(10000), 500);
+    }
+
+    #[test]
+    fn failure_messages_count_sorted_reasons() {
+        let mut d = Diagnosis::default();
+        for (n, r) in [
+            ("a", "Insufficient cpu"),
+            ("b", "Insufficient cpu"),
+            ("c", "node(s) had untolerated taint {a: b}"),
+        ] {
+            d.node_to_status.insert(n.into(), Status::new(Code::Unschedulable, r));
+        }
+        d.node_to_status
+            .get_mut("b")
+            .unwrap()
+            .reasons
+            .push("Insufficient memory".into());
+        assert_eq!(
+            failure_message(3, &d),
+            "0/3 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {a: b}, 2 Insufficient cpu."
+        );
+        assert_eq!(failure_message(0, &d), "no nodes available to schedule pods");
+    }
+}
