@@ -2,9 +2,9 @@
 //! availability, and event recording.
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, PostParams};
-use skiff_api::events::{EventType, new_event};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use skiff_api::events::{Aggregator, EventType, Recording, new_event};
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -72,7 +72,14 @@ pub fn reference(api_version: &str, kind: &str, meta: &ObjectMeta) -> ObjectRefe
     }
 }
 
-/// Records a core/v1 Event; failures are logged, never fatal (as client-go's recorder).
+/// Repeats of an event folded into one (shared by all controllers of the process).
+static EVENTS: std::sync::LazyLock<std::sync::Mutex<Aggregator>> = std::sync::LazyLock::new(Default::default);
+
+/// Records a core/v1 Event about `involved` from `component` (its
+/// `source.component`). A repeat of the same event (object, type, reason,
+/// message) within client-go's 10-minute window bumps `count` and
+/// `lastTimestamp` of the first instead of creating another. Failures are logged,
+/// never fatal (as client-go's recorder).
 pub async fn record(
     client: &kube::Client,
     involved: ObjectReference,
@@ -82,12 +89,35 @@ pub async fn record(
     component: &str,
 ) {
     let ns = involved.namespace.clone().unwrap_or_else(|| "default".into());
-    let ev: Event = new_event(&involved, ty, reason, message, component, None, jiff::Timestamp::now());
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &ev)
-        .await
-    {
-        tracing::debug!(error = %e, "recording event failed");
+    let now = jiff::Timestamp::now();
+    let ev: Event = new_event(&involved, ty, reason, message, component, None, now);
+    let recording = EVENTS.lock().expect("event aggregator").observe(ev, now);
+    match recording {
+        Recording::Create(ev) => {
+            if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &ev)
+                .await
+            {
+                tracing::debug!(error = %e, "recording event failed");
+                let name = ev.metadata.name.clone().unwrap_or_default();
+                EVENTS.lock().expect("event aggregator").forget(&ns, &name);
+            }
+        }
+        Recording::Bump {
+            namespace,
+            name,
+            count,
+            last,
+        } => {
+            let patch = serde_json::json!({"count": count, "lastTimestamp": Time(last)});
+            if let Err(e) = Api::<Event>::namespaced(client.clone(), &namespace)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                tracing::debug!(error = %e, "updating event failed");
+                EVENTS.lock().expect("event aggregator").forget(&namespace, &name);
+            }
+        }
     }
 }
 

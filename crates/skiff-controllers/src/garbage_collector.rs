@@ -1,193 +1,303 @@
-//! Garbage collector (pkg/controller/garbagecollector): deletes dependents whose
-//! owners are gone (background propagation), and carries out `foregroundDeletion`
-//! and `orphan` finalizers on owners being deleted.
+//! Garbage collector (upstream pkg/controller/garbagecollector): deletes dependents
+//! whose owners are gone (background propagation), carries out the
+//! `foregroundDeletion` and `orphan` finalizers on owners being deleted, and removes
+//! dangling owner references from dependents that still have a live owner.
 //!
-//! Candidates come from watch caches of the tracked kinds; before deleting, the
-//! absence of every owner is confirmed with a live read, as upstream's GC does, so a
-//! lagging cache never deletes an object whose owner exists.
+//! It watches every resource discovery reports (list/watch/delete; events
+//! excluded, as upstream), re-discovering every 30 s. The ownership graph is
+//! rebuilt from the watch caches on each sweep; an owner missing from the caches
+//! is confirmed absent with a live read before anything is deleted, so a lagging
+//! cache never deletes an object whose owner exists.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, Preconditions,
-    PropagationPolicy,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Kinds whose objects are tracked as owners and dependents.
-pub fn tracked() -> Vec<ApiResource> {
-    [
-        ("apps", "v1", "Deployment", "deployments"),
-        ("apps", "v1", "ReplicaSet", "replicasets"),
-        ("", "v1", "Pod", "pods"),
-    ]
-    .iter()
-    .map(|(g, v, k, p)| ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p))
-    .collect()
+use crate::discovery::{self, Served};
+
+/// Finalizer: delete blocking dependents before the owner.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer: detach dependents before deleting the owner.
+pub const ORPHAN: &str = "orphan";
+const REDISCOVERY: Duration = Duration::from_secs(30);
+/// Pause between a change and the sweep it triggers, batching bursts of events.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// What is known about one owner reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerState {
+    /// The owner exists (same uid).
+    Exists,
+    /// The owner exists and is waiting for its dependents (foreground deletion).
+    WaitingForDependents,
+    /// No object with that uid exists.
+    Absent,
 }
 
-/// What the collector should do with one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to do with a dependent (upstream `attemptToDeleteItem`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Leave it alone.
     Keep,
-    /// Its owners are (probably) all gone: confirm and delete it.
-    DeleteIfOwnersGone,
+    /// Some owners remain: remove the references to these owner uids.
+    RemoveReferences(Vec<String>),
+    /// No owner remains: delete it with this propagation.
+    Delete(PropagationPolicy),
 }
 
-/// Decides on a dependent from the set of owner uids known to exist.
-pub fn decide(owner_uids: &[String], known: &HashSet<String>) -> Decision {
-    if owner_uids.is_empty() || owner_uids.iter().any(|u| known.contains(u)) {
-        Decision::Keep
-    } else {
-        Decision::DeleteIfOwnersGone
+/// Classifies a dependent from the states of its owners. `has_dependents` says
+/// whether it owns objects itself (then a foreground-deleting owner makes it go
+/// foreground too); `finalizers` are its own.
+pub fn decide(owners: &[(OwnerReference, OwnerState)], has_dependents: bool, finalizers: &[String]) -> Decision {
+    if owners.is_empty() {
+        return Decision::Keep;
     }
+    let solid = owners.iter().filter(|(_, s)| *s == OwnerState::Exists).count();
+    let stale: Vec<String> = owners
+        .iter()
+        .filter(|(_, s)| *s != OwnerState::Exists)
+        .map(|(r, _)| r.uid.clone())
+        .collect();
+    if solid > 0 {
+        return if stale.is_empty() {
+            Decision::Keep
+        } else {
+            Decision::RemoveReferences(stale)
+        };
+    }
+    let waiting = owners.iter().any(|(_, s)| *s == OwnerState::WaitingForDependents);
+    let policy = if finalizers.iter().any(|f| f == ORPHAN) {
+        PropagationPolicy::Orphan
+    } else if finalizers.iter().any(|f| f == FOREGROUND) || (waiting && has_dependents) {
+        PropagationPolicy::Foreground
+    } else {
+        PropagationPolicy::Background
+    };
+    Decision::Delete(policy)
 }
 
-struct Tracked {
-    ar: ApiResource,
+struct Kind {
+    served: Served,
     store: reflector::Store<DynamicObject>,
 }
 
-fn api_for(client: &kube::Client, ar: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
-    match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
-        None => Api::all_with(client.clone(), ar),
+fn api_for(client: &kube::Client, kind: &Kind, ns: Option<&str>) -> Api<DynamicObject> {
+    match ns.filter(|_| kind.served.namespaced) {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &kind.served.ar),
+        None => Api::all_with(client.clone(), &kind.served.ar),
     }
 }
 
-async fn owner_exists(
-    client: &kube::Client,
-    kinds: &[Tracked],
-    ns: Option<&str>,
-    r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-) -> bool {
-    let Some(t) = kinds
-        .iter()
-        .find(|t| t.ar.kind == r.kind && t.ar.api_version == r.api_version)
-    else {
-        // Owners of kinds we do not track are assumed to exist.
-        return true;
-    };
-    match api_for(client, &t.ar, ns).get_opt(&r.name).await {
-        Ok(Some(o)) => o.metadata.uid.as_deref() == Some(r.uid.as_str()),
-        Ok(None) => false,
-        Err(_) => true,
-    }
+fn has_finalizer(o: &DynamicObject, f: &str) -> bool {
+    o.metadata.finalizers.iter().flatten().any(|x| x == f)
 }
 
-async fn remove_finalizer(client: &kube::Client, ar: &ApiResource, obj: &DynamicObject, finalizer: &str) {
-    let remaining: Vec<String> = obj
-        .metadata
-        .finalizers
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f != finalizer)
-        .collect();
-    let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": obj.metadata.resource_version}});
-    let name = obj.metadata.name.clone().unwrap_or_default();
-    if let Err(e) = api_for(client, ar, obj.metadata.namespace.as_deref())
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        tracing::debug!(error = %e, "removing finalizer failed");
-    }
+struct Collector {
+    client: kube::Client,
+    kinds: Vec<Kind>,
+    watched: HashSet<(String, String)>,
 }
 
-async fn sweep(client: &kube::Client, kinds: &[Tracked]) {
-    let objects: Vec<(usize, std::sync::Arc<DynamicObject>)> = kinds
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| t.store.state().into_iter().map(move |o| (i, o)))
-        .collect();
-    let known: HashSet<String> = objects.iter().filter_map(|(_, o)| o.metadata.uid.clone()).collect();
-    let mut dependents: HashMap<String, Vec<(usize, std::sync::Arc<DynamicObject>)>> = HashMap::new();
-    for (i, o) in &objects {
-        for r in o.metadata.owner_references.iter().flatten() {
-            dependents.entry(r.uid.clone()).or_default().push((*i, o.clone()));
-        }
+impl Collector {
+    fn kind_of(&self, r: &OwnerReference) -> Option<&Kind> {
+        self.kinds
+            .iter()
+            .find(|k| k.served.ar.kind == r.kind && k.served.ar.api_version == r.api_version)
+            .or_else(|| {
+                // Same group and kind, another version.
+                let group = r.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+                self.kinds
+                    .iter()
+                    .find(|k| k.served.ar.kind == r.kind && k.served.ar.group == group)
+            })
     }
-    for (i, o) in &objects {
-        let t = &kinds[*i];
-        let ns = o.metadata.namespace.as_deref();
-        let name = o.metadata.name.clone().unwrap_or_default();
-        let uid = o.metadata.uid.clone().unwrap_or_default();
-        let finalizers = o.metadata.finalizers.clone().unwrap_or_default();
-        if o.metadata.deletion_timestamp.is_some() {
-            let deps = dependents.get(&uid).cloned().unwrap_or_default();
-            if finalizers.iter().any(|f| f == "foregroundDeletion") {
-                // Delete blocking dependents first; the owner goes when none remain.
-                for (j, dep) in &deps {
-                    if dep.metadata.deletion_timestamp.is_none() {
-                        let dp = DeleteParams {
-                            propagation_policy: Some(PropagationPolicy::Foreground),
-                            ..Default::default()
-                        };
-                        let _ = api_for(client, &kinds[*j].ar, dep.metadata.namespace.as_deref())
-                            .delete(dep.metadata.name.as_deref().unwrap_or_default(), &dp)
-                            .await;
+
+    /// Starts watching `served` resources not watched yet.
+    fn watch_new(&mut self, served: Vec<Served>, wake: &mpsc::Sender<()>, shutdown: &CancellationToken) {
+        for s in served {
+            let key = (s.ar.api_version.clone(), s.ar.plural.clone());
+            if !self.watched.insert(key) {
+                continue;
+            }
+            let writer = reflector::store::Writer::<DynamicObject>::new(s.ar.clone());
+            let store = writer.as_reader();
+            let stream = watcher(
+                Api::<DynamicObject>::all_with(self.client.clone(), &s.ar),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+            let (tx, token) = (wake.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut stream = stream.boxed();
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        item = stream.next() => match item {
+                            Some(_) => { let _ = tx.try_send(()); }
+                            None => return,
+                        }
                     }
                 }
-                if deps.is_empty() {
-                    remove_finalizer(client, &t.ar, o, "foregroundDeletion").await;
-                }
-            } else if finalizers.iter().any(|f| f == "orphan") {
-                for (j, dep) in &deps {
-                    let refs: Vec<_> = dep
-                        .metadata
-                        .owner_references
-                        .clone()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|r| r.uid != uid)
-                        .collect();
-                    let patch = json!({"metadata": {"ownerReferences": refs}});
-                    let _ = api_for(client, &kinds[*j].ar, dep.metadata.namespace.as_deref())
-                        .patch(
-                            dep.metadata.name.as_deref().unwrap_or_default(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await;
-                }
-                remove_finalizer(client, &t.ar, o, "orphan").await;
-            }
-            continue;
+            });
+            self.kinds.push(Kind { served: s, store });
         }
-        let owners: Vec<String> = o
+    }
+
+    /// Live check of an owner the caches do not show (upstream `isDangling`).
+    async fn confirm_absent(&self, ns: Option<&str>, r: &OwnerReference) -> bool {
+        let Some(kind) = self.kind_of(r) else {
+            // An owner of a kind that is not served cannot be resolved: keep.
+            return false;
+        };
+        match api_for(&self.client, kind, ns).get_opt(&r.name).await {
+            Ok(Some(o)) => o.metadata.uid.as_deref() != Some(r.uid.as_str()),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    async fn delete(&self, kind: &Kind, o: &DynamicObject, policy: PropagationPolicy) {
+        let dp = DeleteParams {
+            propagation_policy: Some(policy),
+            preconditions: Some(Preconditions {
+                uid: o.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        let name = o.metadata.name.clone().unwrap_or_default();
+        match api_for(&self.client, kind, o.metadata.namespace.as_deref())
+            .delete(&name, &dp)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(kind = %kind.served.ar.kind, namespace = ?o.metadata.namespace, %name, "deleted dependent whose owners are gone")
+            }
+            Err(e) => tracing::debug!(error = %e, %name, "garbage collection delete failed"),
+        }
+    }
+
+    async fn remove_owner_refs(&self, kind: &Kind, o: &DynamicObject, uids: &[String]) {
+        let refs: Vec<&OwnerReference> = o
             .metadata
             .owner_references
             .iter()
             .flatten()
-            .map(|r| r.uid.clone())
+            .filter(|r| !uids.contains(&r.uid))
             .collect();
-        if decide(&owners, &known) == Decision::Keep {
-            continue;
+        let patch = json!({"metadata": {"ownerReferences": refs, "uid": o.metadata.uid}});
+        let name = o.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api_for(&self.client, kind, o.metadata.namespace.as_deref())
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(error = %e, %name, "removing owner references failed");
         }
-        let mut all_gone = true;
-        for r in o.metadata.owner_references.iter().flatten() {
-            if owner_exists(client, kinds, ns, r).await {
-                all_gone = false;
-                break;
+    }
+
+    async fn remove_finalizer(&self, kind: &Kind, o: &DynamicObject, finalizer: &str) {
+        let remaining: Vec<&String> = o
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != finalizer)
+            .collect();
+        let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": o.metadata.resource_version}});
+        let name = o.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api_for(&self.client, kind, o.metadata.namespace.as_deref())
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(error = %e, %name, "removing finalizer failed");
+        }
+    }
+
+    async fn sweep(&self) {
+        let objects: Vec<(usize, Arc<DynamicObject>)> = self
+            .kinds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| k.store.state().into_iter().map(move |o| (i, o)))
+            .collect();
+        let by_uid: HashMap<&str, &DynamicObject> = objects
+            .iter()
+            .filter_map(|(_, o)| Some((o.metadata.uid.as_deref()?, o.as_ref())))
+            .collect();
+        let mut dependents: HashMap<&str, Vec<(usize, &DynamicObject, &OwnerReference)>> = HashMap::new();
+        for (i, o) in &objects {
+            for r in o.metadata.owner_references.iter().flatten() {
+                dependents.entry(r.uid.as_str()).or_default().push((*i, o, r));
             }
         }
-        if all_gone {
-            tracing::info!(kind = %t.ar.kind, namespace = ?ns, %name, "deleting object whose owners are gone");
-            let dp = DeleteParams {
-                propagation_policy: Some(PropagationPolicy::Background),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
+        for (i, o) in &objects {
+            let kind = &self.kinds[*i];
+            let uid = o.metadata.uid.as_deref().unwrap_or_default();
+            let deps = dependents.get(uid).cloned().unwrap_or_default();
+            if o.metadata.deletion_timestamp.is_some() {
+                if has_finalizer(o, FOREGROUND) {
+                    // Upstream `processDeletingDependentsItem`: delete dependents;
+                    // the owner goes once no blocking dependent is left.
+                    for (j, dep, _) in &deps {
+                        if dep.metadata.deletion_timestamp.is_none() {
+                            self.attempt_to_delete(*j, dep, &by_uid, &dependents).await;
+                        }
+                    }
+                    if !deps.iter().any(|(_, _, r)| r.block_owner_deletion == Some(true)) {
+                        self.remove_finalizer(kind, o, FOREGROUND).await;
+                    }
+                } else if has_finalizer(o, ORPHAN) {
+                    for (j, dep, _) in &deps {
+                        self.remove_owner_refs(&self.kinds[*j], dep, &[uid.to_string()]).await;
+                    }
+                    self.remove_finalizer(kind, o, ORPHAN).await;
+                }
+                continue;
+            }
+            if o.metadata.owner_references.as_ref().is_some_and(|r| !r.is_empty()) {
+                self.attempt_to_delete(*i, o, &by_uid, &dependents).await;
+            }
+        }
+    }
+
+    /// Upstream `attemptToDeleteItem` for one dependent.
+    async fn attempt_to_delete(
+        &self,
+        i: usize,
+        o: &DynamicObject,
+        by_uid: &HashMap<&str, &DynamicObject>,
+        dependents: &HashMap<&str, Vec<(usize, &DynamicObject, &OwnerReference)>>,
+    ) {
+        let ns = o.metadata.namespace.as_deref();
+        let mut owners = Vec::new();
+        for r in o.metadata.owner_references.iter().flatten() {
+            let state = match by_uid.get(r.uid.as_str()) {
+                Some(owner) if owner.metadata.deletion_timestamp.is_some() && has_finalizer(owner, FOREGROUND) => {
+                    OwnerState::WaitingForDependents
+                }
+                Some(_) => OwnerState::Exists,
+                None if self.confirm_absent(ns, r).await => OwnerState::Absent,
+                None => OwnerState::Exists,
             };
-            let _ = api_for(client, &t.ar, ns).delete(&name, &dp).await;
+            owners.push((r.clone(), state));
+        }
+        let uid = o.metadata.uid.as_deref().unwrap_or_default();
+        let has_dependents = dependents.get(uid).is_some_and(|d| !d.is_empty());
+        let finalizers = o.metadata.finalizers.clone().unwrap_or_default();
+        match decide(&owners, has_dependents, &finalizers) {
+            Decision::Keep => {}
+            Decision::RemoveReferences(uids) => self.remove_owner_refs(&self.kinds[i], o, &uids).await,
+            Decision::Delete(policy) => self.delete(&self.kinds[i], o, policy).await,
         }
     }
 }
@@ -195,47 +305,39 @@ async fn sweep(client: &kube::Client, kinds: &[Tracked]) {
 /// Runs the garbage collector until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     let (wake_tx, mut wake) = mpsc::channel::<()>(1);
-    let mut kinds = Vec::new();
-    for ar in tracked() {
-        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        let store = writer.as_reader();
-        let stream = watcher(
-            Api::<DynamicObject>::all_with(client.clone(), &ar),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-        let tx = wake_tx.clone();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let mut stream = stream.boxed();
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    item = stream.next() => match item {
-                        Some(_) => { let _ = tx.try_send(()); }
-                        None => return,
-                    }
+    let mut gc = Collector {
+        client: client.clone(),
+        kinds: Vec::new(),
+        watched: HashSet::new(),
+    };
+    let mut last_discovery = tokio::time::Instant::now() - REDISCOVERY;
+    loop {
+        if last_discovery.elapsed() >= REDISCOVERY {
+            match discovery::served(&client, true).await {
+                Ok(served) => {
+                    gc.watch_new(served, &wake_tx, &shutdown);
+                    last_discovery = tokio::time::Instant::now();
                 }
+                Err(e) => tracing::warn!(error = %e, "garbage collector discovery failed; retrying"),
             }
-        });
-        kinds.push(Tracked { ar, store });
-    }
-    for t in &kinds {
+        }
+        // A kind whose watch cannot start must not stall collection of the others:
+        // its objects are simply not swept yet (owners are confirmed live anyway).
+        let ready = futures::future::join_all(gc.kinds.iter().map(|k| k.store.wait_until_ready()));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = t.store.wait_until_ready() => {}
+            _ = tokio::time::timeout(Duration::from_secs(10), ready) => {}
         }
-    }
-    loop {
+        if !gc.kinds.is_empty() {
+            gc.sweep().await;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.recv() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        sweep(&client, &kinds).await;
+        // Let a burst of watch events settle: a sweep walks every cached object.
+        tokio::time::sleep(SETTLE).await;
     }
 }
 
@@ -243,12 +345,46 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
 mod tests {
     use super::*;
 
+    fn r(uid: &str, block: bool) -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: uid.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(block),
+        }
+    }
+
     #[test]
-    fn orphans_are_candidates_only_when_every_owner_is_unknown() {
-        let known: HashSet<String> = ["a".to_string()].into();
-        assert_eq!(decide(&[], &known), Decision::Keep);
-        assert_eq!(decide(&["a".into()], &known), Decision::Keep);
-        assert_eq!(decide(&["b".into(), "a".into()], &known), Decision::Keep);
-        assert_eq!(decide(&["b".into()], &known), Decision::DeleteIfOwnersGone);
+    fn dependents_go_only_when_no_owner_remains() {
+        use OwnerState::*;
+        assert_eq!(decide(&[], false, &[]), Decision::Keep);
+        assert_eq!(decide(&[(r("a", true), Exists)], false, &[]), Decision::Keep);
+        assert_eq!(
+            decide(&[(r("a", true), Exists), (r("b", true), Absent)], false, &[]),
+            Decision::RemoveReferences(vec!["b".into()])
+        );
+        assert_eq!(
+            decide(&[(r("b", true), Absent)], false, &[]),
+            Decision::Delete(PropagationPolicy::Background)
+        );
+    }
+
+    #[test]
+    fn foreground_owners_propagate_foreground_to_dependents_with_dependents() {
+        use OwnerState::*;
+        assert_eq!(
+            decide(&[(r("d", true), WaitingForDependents)], true, &[]),
+            Decision::Delete(PropagationPolicy::Foreground)
+        );
+        assert_eq!(
+            decide(&[(r("d", true), WaitingForDependents)], false, &[]),
+            Decision::Delete(PropagationPolicy::Background)
+        );
+        assert_eq!(
+            decide(&[(r("d", true), Absent)], true, &["orphan".into()]),
+            Decision::Delete(PropagationPolicy::Orphan)
+        );
     }
 }

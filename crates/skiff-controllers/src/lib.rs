@@ -2,21 +2,32 @@
 //! watching through the apiserver (kube-rs runtime), in the spirit of the upstream
 //! kube-controller-manager.
 //!
-//! - [`deployment`]: Deployments -> ReplicaSets (rolling updates, history, status).
-//! - [`replicaset`]: ReplicaSets -> Pods.
-//! - [`endpoints`]: EndpointSlices and Endpoints for Services with selectors.
-//! - [`garbage_collector`]: ownerReference-based deletion and finalizers.
+//! - [`deployment`]: Deployments -> ReplicaSets (rolling updates, recreate,
+//!   proportional scaling, pause, revision history, status and conditions).
+//! - [`replicaset`]: ReplicaSets -> Pods (claiming, slow-start creation, ranked
+//!   deletion, [`expectations`] over a watch-fed [`pod_cache`]).
+//! - [`garbage_collector`]: ownerReference-based deletion (background, foreground,
+//!   orphan) over every resource [`discovery`] reports.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
+//! - [`endpoints`]: EndpointSlices and Endpoints for Services with selectors.
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
+//!
+//! Pure decision logic ([`rollout`], [`deployment::status`], ranking and claiming
+//! in [`replicaset`], [`garbage_collector::decide`]) is separate from the API calls
+//! so it is unit-tested directly; `tests/` drives the loops against a real
+//! in-process apiserver.
 #![deny(missing_docs)]
 
 pub mod common;
 pub mod deployment;
+pub mod discovery;
 pub mod endpoints;
+pub mod expectations;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod pod_cache;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
@@ -35,9 +46,17 @@ pub enum Error {
     /// An object is invalid in a way validation should have caught.
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// A ReplicaSet named after the template hash exists with another template
+    /// or owner; the Deployment's `status.collisionCount` was bumped and the
+    /// sync is retried with a new hash (upstream's hash-collision handling).
+    #[error("hash collision: replica set {0} exists with another template; retrying with a new hash")]
+    HashCollision(String),
 }
 
-/// Runs every controller until `shutdown` is cancelled.
+/// Runs every controller until `shutdown` is cancelled, then returns `Ok(())`.
+/// Reconcile errors are retried with backoff inside each loop and never end it;
+/// leader election is not done yet, so only one controller manager may run
+/// against a cluster.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
     tracing::info!("controller-manager started");
     tokio::join!(

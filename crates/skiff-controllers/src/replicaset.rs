@@ -1,183 +1,168 @@
-//! ReplicaSet controller (pkg/controller/replicaset): keeps `spec.replicas` active
-//! pods matching the selector, owned through a controller reference.
+//! ReplicaSet controller (upstream pkg/controller/replicaset): keeps `spec.replicas`
+//! active pods matching the selector, each owned through a controller reference.
 //!
-//! Each reconcile lists the pods from the apiserver (a consistent read), so a slow
-//! watch can never make it create pods twice; the list is the expectation.
+//! Pods come from a watch-fed [`PodCache`]; creations and deletions are guarded by
+//! [`Expectations`], so a slow watch never makes the controller act twice. Each
+//! sync claims pods (adopts matching orphans, releases owned pods that stopped
+//! matching), creates missing pods from the template in slow-start batches (1, 2,
+//! 4, ...) or deletes the surplus in upstream's ranking order, and writes `status`
+//! (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
+//! observedGeneration, the ReplicaFailure condition) through the status subresource.
 
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use serde_json::json;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
 use skiff_api::events::EventType;
 use skiff_api::selector::LabelSelector;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::common::{controller_of, is_available, is_inactive, owner_ref, record, reference, selector_string};
+use crate::common::{controller_of, is_available, is_inactive, owner_ref, ready_since, record, reference};
+use crate::expectations::Expectations;
+use crate::pod_cache::{self, PodCache, PodChange};
 
 const COMPONENT: &str = "replicaset-controller";
-/// Upstream's burst limit for creations per sync.
-const BURST: usize = 500;
+/// Most pods created or deleted in one sync (upstream `BurstReplicas`).
+pub const BURST_REPLICAS: usize = 500;
+/// Annotation with the relative cost of deleting a pod (lower goes first).
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 struct Ctx {
     client: kube::Client,
+    pods: Arc<PodCache>,
+    expectations: Mutex<Expectations>,
 }
 
-/// Scale-down order (upstream `ActivePods` ranking): unscheduled before scheduled,
-/// pending before running, not-ready before ready, more restarts first, newer first.
-fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64) {
-    let scheduled = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-    let ready = crate::common::ready_since(p).is_some();
-    let restarts: i32 = p
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
-        .unwrap_or(0);
-    let created = p
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .unwrap_or(0);
-    (
-        scheduled as u8,
-        (phase == "Running") as u8,
-        ready as u8,
-        -(restarts as i64),
-        -created,
-    )
+fn uid_of(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
 }
 
-/// Sorts pods so the first ones are the best to delete.
-pub fn rank_for_deletion(pods: &mut [Pod]) {
-    pods.sort_by_key(deletion_rank);
+fn phase_ordinal(p: &Pod) -> u8 {
+    match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        _ => 0,
+    }
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+fn deletion_cost(p: &Pod) -> i64 {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_DELETION_COST))
+        .and_then(|c| c.parse::<i32>().ok())
+        .unwrap_or(0) as i64
+}
+
+fn node_of(p: &Pod) -> Option<&str> {
+    p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+}
+
+/// Sorts `pods` so the first ones are the best to delete (upstream
+/// `ActivePodsWithRanks`): unscheduled before scheduled; Pending, then Unknown,
+/// then Running; not ready before ready; lower `pod-deletion-cost` first; pods
+/// sharing a node with more of `related` first; more recently ready first; more
+/// restarts first; newer first.
+pub fn rank_for_deletion(pods: &mut [Arc<Pod>], related: &[Arc<Pod>]) {
+    let mut per_node: HashMap<&str, i64> = HashMap::new();
+    for p in related {
+        if let Some(n) = node_of(p) {
+            *per_node.entry(n).or_default() += 1;
+        }
+    }
+    let key = |p: &Arc<Pod>| {
+        let ready = ready_since(p);
+        let restarts = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().map(|c| c.restart_count).max())
+            .unwrap_or(0);
+        let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+        (
+            node_of(p).is_some(),
+            phase_ordinal(p),
+            ready.is_some(),
+            deletion_cost(p),
+            Reverse(node_of(p).and_then(|n| per_node.get(n)).copied().unwrap_or(0)),
+            Reverse(ready.map(|t| t.as_second()).unwrap_or(i64::MAX)),
+            Reverse(restarts),
+            Reverse(created.unwrap_or(i64::MAX)),
+        )
+    };
+    pods.sort_by_cached_key(key);
+}
+
+/// A new pod from the ReplicaSet's template (upstream `GetPodFromTemplate`): the
+/// template's labels, annotations, finalizers and spec, `generateName: <rs>-`, and
+/// a controller reference to the ReplicaSet.
+pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
+    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let tm = template.metadata.unwrap_or_default();
     let name = rs.metadata.name.clone().unwrap_or_default();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: rs.metadata.namespace.clone(),
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![owner_ref("apps/v1", "ReplicaSet", &rs.metadata)]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+/// The claim step's outcome (upstream `PodControllerRefManager.ClaimPods`).
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// Owned pods that match the selector.
+    pub owned: Vec<Arc<Pod>>,
+    /// Orphans that match the selector: adopt them.
+    pub adopt: Vec<Arc<Pod>>,
+    /// Owned pods that no longer match: release them.
+    pub release: Vec<Arc<Pod>>,
+}
+
+/// Sorts candidate pods into owned, to adopt and to release. Pods being deleted
+/// are never adopted; a ReplicaSet being deleted adopts nothing.
+pub fn claim(selector: &LabelSelector, controlled: Vec<Arc<Pod>>, orphans: Vec<Arc<Pod>>, rs_deleting: bool) -> Claim {
+    let empty = Default::default();
+    let matches = |p: &Pod| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty));
+    let mut c = Claim::default();
+    for p in controlled {
+        if matches(&p) {
+            c.owned.push(p);
+        } else if p.metadata.deletion_timestamp.is_none() {
+            c.release.push(p);
+        }
+    }
+    if !rs_deleting {
+        c.adopt = orphans
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && matches(p))
+            .collect();
+    }
+    c
+}
+
+/// The status the ReplicaSet should report for its active pods (upstream
+/// `calculateStatus`), without conditions.
+pub fn calculate_status(rs: &ReplicaSet, active: &[Arc<Pod>], now: jiff::Timestamp) -> Value {
     let spec = rs.spec.clone().unwrap_or_default();
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = LabelSelector::from_label_selector_json(&serde_json::to_value(&spec.selector)?)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let listed = pods_api
-        .list(&ListParams::default().labels(&selector_string(&spec.selector)))
-        .await?;
-    let mut owned = Vec::new();
-    for pod in listed.items {
-        match controller_of(&pod.metadata) {
-            Some(r) if r.uid == uid => owned.push(pod),
-            Some(_) => {}
-            None if rs.metadata.deletion_timestamp.is_none() && pod.metadata.deletion_timestamp.is_none() => {
-                // Adopt an orphan that matches the selector.
-                let labels = serde_json::to_value(&pod.metadata)?;
-                if selector.matches_object(&json!({"metadata": labels})) {
-                    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(owner_ref("apps/v1", "ReplicaSet", &rs.metadata));
-                    let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
-                    let pname = pod.metadata.name.clone().unwrap_or_default();
-                    match pods_api
-                        .patch(&pname, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        Ok(p) => owned.push(p),
-                        Err(e) => tracing::debug!(error = %e, "adopting pod failed"),
-                    }
-                }
-            }
-            None => {}
-        }
-    }
-    let mut active: Vec<Pod> = owned.iter().filter(|p| !is_inactive(p)).cloned().collect();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
-    if rs.metadata.deletion_timestamp.is_none() {
-        if active.len() < want {
-            let n = (want - active.len()).min(BURST);
-            let template = spec.template.clone().unwrap_or_default();
-            for _ in 0..n {
-                let mut meta = template.metadata.clone().unwrap_or_default();
-                meta.generate_name = Some(format!("{name}-"));
-                meta.namespace = Some(ns.clone());
-                meta.owner_references = Some(vec![owner_ref("apps/v1", "ReplicaSet", &rs.metadata)]);
-                let pod = Pod {
-                    metadata: meta,
-                    spec: template.spec.clone(),
-                    status: None,
-                };
-                match pods_api.create(&PostParams::default(), &pod).await {
-                    Ok(p) => {
-                        let pname = p.metadata.name.clone().unwrap_or_default();
-                        record(
-                            &ctx.client,
-                            reference("apps/v1", "ReplicaSet", &rs.metadata),
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            &format!("Created pod: {pname}"),
-                            COMPONENT,
-                        )
-                        .await;
-                        active.push(p);
-                    }
-                    Err(e) => {
-                        record(
-                            &ctx.client,
-                            reference("apps/v1", "ReplicaSet", &rs.metadata),
-                            EventType::Warning,
-                            "FailedCreate",
-                            &format!("Error creating: {e}"),
-                            COMPONENT,
-                        )
-                        .await;
-                        return Err(e.into());
-                    }
-                }
-            }
-        } else if active.len() > want {
-            rank_for_deletion(&mut active);
-            let excess = active.len() - want;
-            for pod in active.drain(..excess) {
-                let pname = pod.metadata.name.clone().unwrap_or_default();
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: pod.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match pods_api.delete(&pname, &dp).await {
-                    Ok(_) => {
-                        record(
-                            &ctx.client,
-                            reference("apps/v1", "ReplicaSet", &rs.metadata),
-                            EventType::Normal,
-                            "SuccessfulDelete",
-                            &format!("Deleted pod: {pname}"),
-                            COMPONENT,
-                        )
-                        .await
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-    }
-    // Status.
-    let now = jiff::Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let template_labels = spec
         .template
@@ -185,11 +170,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let ready = active
-        .iter()
-        .filter(|p| crate::common::ready_since(p).is_some())
-        .count();
-    let available = active.iter().filter(|p| is_available(p, min_ready, now)).count();
     let fully_labeled = active
         .iter()
         .filter(|p| {
@@ -198,27 +178,277 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
                 .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
         })
         .count();
-    let status = json!({
+    let ready = active.iter().filter(|p| ready_since(p).is_some()).count();
+    let available = active.iter().filter(|p| is_available(p, min_ready, now)).count();
+    json!({
         "replicas": active.len(), "fullyLabeledReplicas": fully_labeled, "readyReplicas": ready,
         "availableReplicas": available, "observedGeneration": rs.metadata.generation,
-    });
+    })
+}
+
+/// Kind of a failed manage step, for the ReplicaFailure condition.
+#[derive(Debug)]
+enum ManageError {
+    Create(kube::Error),
+    Delete(kube::Error),
+}
+
+impl Ctx {
+    async fn event(&self, rs: &ReplicaSet, ty: EventType, reason: &str, message: &str) {
+        record(
+            &self.client,
+            reference("apps/v1", "ReplicaSet", &rs.metadata),
+            ty,
+            reason,
+            message,
+            COMPONENT,
+        )
+        .await;
+    }
+
+    /// Adds (`add`) or removes this ReplicaSet's controller reference on a pod; the
+    /// patch carries the pod's uid as a precondition.
+    async fn set_owner(&self, rs: &ReplicaSet, pod: &Pod, add: bool) -> Result<Pod, kube::Error> {
+        let rs_uid = rs.metadata.uid.clone().unwrap_or_default();
+        let mut refs: Vec<_> = pod
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.uid != rs_uid)
+            .collect();
+        if add {
+            refs.push(owner_ref("apps/v1", "ReplicaSet", &rs.metadata));
+        }
+        let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
+        Api::<Pod>::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        )
+        .patch(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    }
+
+    /// Creates `count` pods in slow-start batches, stopping at the first failure.
+    async fn create_pods(&self, rs: &ReplicaSet, count: usize) -> Result<(), ManageError> {
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        self.expectations
+            .lock()
+            .expect("expectations")
+            .expect_creations(&uid, count, Instant::now());
+        let template = pod_from_template(rs);
+        let (mut remaining, mut batch) = (count, 1usize);
+        while remaining > 0 {
+            let n = batch.min(remaining);
+            let pp = PostParams::default();
+            let results = future::join_all((0..n).map(|_| api.create(&pp, &template))).await;
+            remaining -= n;
+            let mut first_error = None;
+            for r in results {
+                match r {
+                    Ok(p) => {
+                        let msg = format!("Created pod: {}", p.metadata.name.as_deref().unwrap_or_default());
+                        self.event(rs, EventType::Normal, "SuccessfulCreate", &msg).await;
+                    }
+                    Err(e) => {
+                        self.expectations.lock().expect("expectations").creation_observed(&uid);
+                        self.event(rs, EventType::Warning, "FailedCreate", &format!("Error creating: {e}"))
+                            .await;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                // The pods not attempted will not show up either.
+                let mut exp = self.expectations.lock().expect("expectations");
+                for _ in 0..remaining {
+                    exp.creation_observed(&uid);
+                }
+                return Err(ManageError::Create(e));
+            }
+            batch *= 2;
+        }
+        Ok(())
+    }
+
+    /// Deletes `victims` (all at once), with their uids as preconditions.
+    async fn delete_pods(&self, rs: &ReplicaSet, victims: Vec<Arc<Pod>>) -> Result<(), ManageError> {
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        self.expectations.lock().expect("expectations").expect_deletions(
+            &uid,
+            victims.iter().map(|p| uid_of(p)),
+            Instant::now(),
+        );
+        let results = future::join_all(victims.iter().map(|p| async move {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or_default());
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: p.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            (p, api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await)
+        }))
+        .await;
+        let mut first_error = None;
+        for (p, r) in results {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            match r {
+                Ok(_) => {
+                    self.event(
+                        rs,
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {name}"),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    self.expectations
+                        .lock()
+                        .expect("expectations")
+                        .deletion_observed(&uid, &uid_of(p));
+                    if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                        self.event(rs, EventType::Warning, "FailedDelete", &format!("Error deleting: {e}"))
+                            .await;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(ManageError::Delete(e)))
+    }
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let spec = rs.spec.clone().unwrap_or_default();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = LabelSelector::from_label_selector_json(&serde_json::to_value(&spec.selector)?)
+        .map_err(|e| Error::Invalid(format!("replicaset {ns}/{name}: {e}")))?;
+    if selector.is_empty() {
+        return Err(Error::Invalid(format!("replicaset {ns}/{name} has an empty selector")));
+    }
+    let needs_sync = ctx
+        .expectations
+        .lock()
+        .expect("expectations")
+        .satisfied(&uid, Instant::now());
+    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let c = claim(
+        &selector,
+        ctx.pods.controlled_by(&uid),
+        ctx.pods.orphans_in(&ns),
+        deleting,
+    );
+    let mut owned = c.owned;
+    for p in &c.release {
+        if let Err(e) = ctx.set_owner(&rs, p, false).await
+            && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+        {
+            return Err(e.into());
+        }
+    }
+    if !c.adopt.is_empty() {
+        // Adopt only if this ReplicaSet is still the one we think (upstream
+        // `RecheckDeletionTimestamp` with a live read).
+        let fresh = rs_api.get(&name).await?;
+        if fresh.metadata.uid.as_deref() == Some(uid.as_str()) && fresh.metadata.deletion_timestamp.is_none() {
+            for p in &c.adopt {
+                match ctx.set_owner(&rs, p, true).await {
+                    Ok(p) => owned.push(Arc::new(p)),
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| !is_inactive(p)).collect();
+    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let mut manage_error = None;
+    if needs_sync && !deleting {
+        let result = if active.len() < want {
+            ctx.create_pods(&rs, (want - active.len()).min(BURST_REPLICAS)).await
+        } else if active.len() > want {
+            let mut victims = active.clone();
+            rank_for_deletion(&mut victims, &active);
+            victims.truncate((active.len() - want).min(BURST_REPLICAS));
+            ctx.delete_pods(&rs, victims).await
+        } else {
+            Ok(())
+        };
+        manage_error = result.err();
+    }
+
+    // Status, from the pods this sync saw (as upstream).
+    let mut status = calculate_status(&rs, &active, jiff::Timestamp::now());
+    let prev_conditions = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = prev_conditions
+        .iter()
+        .filter(|c| c.type_ != "ReplicaFailure")
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    if let Some(e) = &manage_error {
+        let (reason, err) = match e {
+            ManageError::Create(e) => ("FailedCreate", e),
+            ManageError::Delete(e) => ("FailedDelete", e),
+        };
+        let prev = prev_conditions.iter().find(|c| c.type_ == "ReplicaFailure");
+        let since = prev
+            .filter(|c| c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(skiff_api::events::now_string);
+        conditions.push(json!({"type": "ReplicaFailure", "status": "True", "reason": reason,
+            "message": err.to_string(), "lastTransitionTime": since}));
+    }
+    status["conditions"] = if conditions.is_empty() {
+        Value::Null
+    } else {
+        json!(conditions)
+    };
     let current = serde_json::to_value(rs.status.clone().unwrap_or_default())?;
-    let changed = [
+    let norm = |v: &Value, k: &str| match v.get(k) {
+        None | Some(Value::Null) if k == "conditions" => json!([]),
+        None | Some(Value::Null) => json!(0),
+        Some(x) => x.clone(),
+    };
+    let keys = [
         "replicas",
         "fullyLabeledReplicas",
         "readyReplicas",
         "availableReplicas",
         "observedGeneration",
-    ]
-    .iter()
-    .any(|k| current.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
-    if changed {
+        "conditions",
+    ];
+    if keys.iter().any(|k| norm(&current, k) != norm(&status, k)) {
         rs_api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
             .await?;
     }
-    if ready > available {
-        return Ok(Action::requeue(Duration::from_secs(min_ready.max(1) as u64)));
+    if let Some(e) = manage_error {
+        return Err(match e {
+            ManageError::Create(e) | ManageError::Delete(e) => e.into(),
+        });
+    }
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    if min_ready > 0 && status["readyReplicas"] != status["availableReplicas"] {
+        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
 }
@@ -228,40 +458,263 @@ fn error_policy(_rs: Arc<ReplicaSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
+/// The ReplicaSets a pod change concerns, observing expectations on the way
+/// (upstream `addPod` / `updatePod` / `deletePod`): the pod's controller, or for an
+/// orphan every ReplicaSet in its namespace whose selector matches it.
+fn affected(change: &PodChange, rs_store: &Store<ReplicaSet>, exp: &Mutex<Expectations>) -> Vec<ObjectRef<ReplicaSet>> {
+    let rs_owner = |p: &Pod| {
+        controller_of(&p.metadata)
+            .filter(|r| r.kind == "ReplicaSet" && r.api_version.starts_with("apps/"))
+            .cloned()
+    };
+    let mut out = Vec::new();
+    let mut trigger = |p: &Pod| {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        match controller_of(&p.metadata) {
+            Some(r) => {
+                if r.kind == "ReplicaSet" {
+                    out.push(ObjectRef::new(&r.name).within(&ns));
+                }
+            }
+            None => {
+                let empty = Default::default();
+                let labels = p.metadata.labels.as_ref().unwrap_or(&empty);
+                for rs in rs_store.state() {
+                    if rs.metadata.namespace.as_deref() != Some(ns.as_str()) {
+                        continue;
+                    }
+                    let sel = rs
+                        .spec
+                        .as_ref()
+                        .and_then(|s| serde_json::to_value(&s.selector).ok())
+                        .and_then(|v| LabelSelector::from_label_selector_json(&v).ok());
+                    if sel.is_some_and(|s| !s.is_empty() && s.matches(labels)) {
+                        out.push(ObjectRef::from_obj(rs.as_ref()));
+                    }
+                }
+            }
+        }
+    };
+    let mut exp = exp.lock().expect("expectations");
+    match change {
+        PodChange::Added(p) => {
+            if let Some(r) = rs_owner(p) {
+                exp.creation_observed(&r.uid);
+                if p.metadata.deletion_timestamp.is_some() {
+                    exp.deletion_observed(&r.uid, &uid_of(p));
+                }
+            }
+            trigger(p);
+        }
+        PodChange::Updated { old, new } => {
+            if new.metadata.deletion_timestamp.is_some()
+                && old.metadata.deletion_timestamp.is_none()
+                && let Some(r) = rs_owner(new)
+            {
+                exp.deletion_observed(&r.uid, &uid_of(new));
+            }
+            trigger(new);
+            if controller_of(&old.metadata).map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid)
+                || old.metadata.labels != new.metadata.labels
+            {
+                trigger(old);
+            }
+        }
+        PodChange::Deleted(p) => {
+            if let Some(r) = rs_owner(p) {
+                exp.deletion_observed(&r.uid, &uid_of(p));
+            }
+            trigger(p);
+        }
+    }
+    out
+}
+
 /// Runs the ReplicaSet controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
-    let ctx = Arc::new(Ctx { client: client.clone() });
-    Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods: Arc::new(PodCache::new()),
+        expectations: Mutex::new(Expectations::new()),
+    });
+    let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
+    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ReplicaSet>>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    {
+        let (hook_ctx, store) = (ctx.clone(), rs_store.clone());
+        let on_change = move |change: PodChange| {
+            for r in affected(&change, &store, &hook_ctx.expectations) {
+                let _ = trigger_tx.unbounded_send(r);
+            }
+        };
+        tokio::spawn(pod_cache::run(
+            client.clone(),
+            ctx.pods.clone(),
+            on_change,
+            ready_tx,
+            shutdown.clone(),
+        ));
+    }
+    // Never act on an incomplete view of the pods (a restart would duplicate them).
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = ready_rx => if r.is_err() { return },
+    }
+    let exp_ctx = ctx.clone();
+    let rs_events = watcher(Api::<ReplicaSet>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(rs_writer)
+        .map_ok(move |event| {
+            let refs: Vec<ObjectRef<ReplicaSet>> = match event {
+                watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) => vec![ObjectRef::from_obj(&rs)],
+                watcher::Event::Delete(rs) => {
+                    let uid = rs.metadata.uid.clone().unwrap_or_default();
+                    exp_ctx.expectations.lock().expect("expectations").remove(&uid);
+                    Vec::new()
+                }
+                watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+            };
+            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
+        })
+        .try_flatten();
+    let queue = stream::select(rs_events, trigger_rx.map(Ok::<_, watcher::Error>));
+    let token = shutdown.clone();
+    let reconciler = |rs, ctx| Box::pin(reconcile(rs, ctx));
+    let applied = applier(reconciler, error_policy, ctx, rs_store, queue, Config::default())
+        .take_until(async move { token.cancelled().await })
+        .for_each(|_| async {});
+    applied.await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created: &str) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "creationTimestamp": created},
-            "spec": {"containers": [], "nodeName": node},
-            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
-        }))
-        .unwrap()
+    fn pod(name: &str, node: Option<&str>, phase: &str, ready: Option<&str>, created: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "uid": name, "creationTimestamp": created, "labels": {"app": "web"}},
+                "spec": {"containers": [], "nodeName": node},
+                "status": {"phase": phase, "conditions": [{"type": "Ready",
+                    "status": if ready.is_some() {"True"} else {"False"},
+                    "lastTransitionTime": ready.unwrap_or(created)}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn names(pods: &[Arc<Pod>]) -> Vec<String> {
+        pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
     }
 
     #[test]
-    fn scale_down_prefers_unscheduled_then_not_ready_then_newer() {
+    fn scale_down_ranking_follows_upstream() {
+        let t0 = "2026-01-01T00:00:00Z";
+        let t1 = "2026-01-02T00:00:00Z";
         let mut pods = vec![
-            pod("ready-old", Some("n"), "Running", true, "2026-01-01T00:00:00Z"),
-            pod("ready-new", Some("n"), "Running", true, "2026-01-02T00:00:00Z"),
-            pod("unscheduled", None, "Pending", false, "2026-01-01T00:00:00Z"),
-            pod("notready", Some("n"), "Running", false, "2026-01-01T00:00:00Z"),
+            pod("ready-old", Some("n3"), "Running", Some(t0), t0),
+            pod("ready-recently", Some("n4"), "Running", Some(t1), t0),
+            pod("unscheduled", None, "Pending", None, t0),
+            pod("pending", Some("n1"), "Pending", None, t0),
+            pod("notready", Some("n1"), "Running", None, t0),
         ];
-        rank_for_deletion(&mut pods);
-        let names: Vec<_> = pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
-        assert_eq!(names, vec!["unscheduled", "notready", "ready-new", "ready-old"]);
+        let related = pods.clone();
+        rank_for_deletion(&mut pods, &related);
+        assert_eq!(
+            names(&pods),
+            vec!["unscheduled", "pending", "notready", "ready-recently", "ready-old"]
+        );
+    }
+
+    #[test]
+    fn deletion_cost_and_doubled_up_nodes_rank_before_age() {
+        let t0 = "2026-01-01T00:00:00Z";
+        let mut costly: Pod = (*pod("costly", Some("n2"), "Running", Some(t0), t0)).clone();
+        costly.metadata.annotations = Some([(POD_DELETION_COST.to_string(), "100".to_string())].into());
+        let mut pods = vec![
+            Arc::new(costly),
+            pod("alone", Some("n3"), "Running", Some(t0), t0),
+            pod("crowded", Some("n1"), "Running", Some(t0), t0),
+        ];
+        let related = vec![pods[2].clone(), pod("sibling", Some("n1"), "Running", Some(t0), t0)];
+        rank_for_deletion(&mut pods, &related);
+        assert_eq!(names(&pods), vec!["crowded", "alone", "costly"]);
+    }
+
+    #[test]
+    fn claim_adopts_matching_orphans_and_releases_mismatches() {
+        let sel = LabelSelector::parse("app=web").unwrap();
+        let mut relabeled = (*pod("relabeled", None, "Pending", None, "2026-01-01T00:00:00Z")).clone();
+        relabeled.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+        let mut other_orphan = relabeled.clone();
+        other_orphan.metadata.name = Some("stranger".into());
+        let mine = pod("mine", None, "Pending", None, "2026-01-01T00:00:00Z");
+        let orphan = pod("orphan", None, "Pending", None, "2026-01-01T00:00:00Z");
+        let c = claim(
+            &sel,
+            vec![mine, Arc::new(relabeled)],
+            vec![orphan.clone(), Arc::new(other_orphan)],
+            false,
+        );
+        assert_eq!(names(&c.owned), vec!["mine"]);
+        assert_eq!(names(&c.adopt), vec!["orphan"]);
+        assert_eq!(names(&c.release), vec!["relabeled"]);
+        assert!(
+            claim(&sel, vec![], vec![orphan], true).adopt.is_empty(),
+            "a deleting ReplicaSet adopts nothing"
+        );
+    }
+
+    #[test]
+    fn pods_come_from_the_template_with_a_controller_reference() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "ns", "uid": "u1"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"name": "ignored", "labels": {"app": "web"}, "annotations": {"a": "b"}},
+                             "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        }))
+        .unwrap();
+        let p = pod_from_template(&rs);
+        assert_eq!(p.metadata.generate_name.as_deref(), Some("web-abc-"));
+        assert_eq!(p.metadata.name, None);
+        assert_eq!(p.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(p.metadata.labels.unwrap()["app"], "web");
+        let owner = &p.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("ReplicaSet", "u1"));
+        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+    }
+
+    #[test]
+    fn status_counts_ready_available_and_fully_labeled() {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "metadata": {"name": "web", "generation": 3},
+            "spec": {"minReadySeconds": 30, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web", "tier": "front"}}}}
+        }))
+        .unwrap();
+        let now: jiff::Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let pods = vec![
+            pod(
+                "long-ready",
+                Some("n"),
+                "Running",
+                Some("2026-01-01T00:00:00Z"),
+                "2026-01-01T00:00:00Z",
+            ),
+            pod(
+                "just-ready",
+                Some("n"),
+                "Running",
+                Some("2026-01-01T00:00:50Z"),
+                "2026-01-01T00:00:00Z",
+            ),
+            pod("starting", Some("n"), "Running", None, "2026-01-01T00:00:00Z"),
+        ];
+        let s = calculate_status(&rs, &pods, now);
+        assert_eq!(s["replicas"], 3);
+        assert_eq!(s["readyReplicas"], 2);
+        assert_eq!(s["availableReplicas"], 1);
+        assert_eq!(s["fullyLabeledReplicas"], 0, "no pod has tier=front");
+        assert_eq!(s["observedGeneration"], 3);
     }
 }

@@ -83,6 +83,113 @@ pub fn template_hash(template_json: &str, collision_count: Option<i32>) -> Strin
     safe_encode(fnv32a(&data))
 }
 
+/// One ReplicaSet as the scaling arithmetic sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RsCounts {
+    /// `spec.replicas`.
+    pub spec: i32,
+    /// `status.availableReplicas`.
+    pub available: i32,
+}
+
+/// Upstream `cleanupUnhealthyReplicas`: scales old ReplicaSets (oldest first) down
+/// by their unavailable pods, at most `max_cleanup` in total. Returns the new
+/// `spec.replicas` of each.
+pub fn cleanup_unhealthy(old: &[RsCounts], max_cleanup: i32) -> Vec<i32> {
+    let mut total = 0;
+    old.iter()
+        .map(|rs| {
+            if total >= max_cleanup || rs.spec == 0 || rs.spec <= rs.available {
+                return rs.spec;
+            }
+            let by = (max_cleanup - total).min(rs.spec - rs.available);
+            total += by;
+            rs.spec - by
+        })
+        .collect()
+}
+
+/// Upstream `scaleDownOldReplicaSetsForRollingUpdate`: removes old pods (oldest
+/// ReplicaSets first) while more than `min_available` pods stay available;
+/// `available_total` counts available pods of all ReplicaSets, new included.
+/// Returns the new `spec.replicas` of each old ReplicaSet.
+pub fn scale_down_old(old: &[RsCounts], available_total: i32, min_available: i32) -> Vec<i32> {
+    let budget = (available_total - min_available).max(0);
+    let mut total = 0;
+    old.iter()
+        .map(|rs| {
+            if total >= budget || rs.spec == 0 {
+                return rs.spec;
+            }
+            let by = rs.spec.min(budget - total);
+            total += by;
+            rs.spec - by
+        })
+        .collect()
+}
+
+/// One active ReplicaSet for proportional scaling: its `spec.replicas` and its
+/// `deployment.kubernetes.io/max-replicas` annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaleInput {
+    /// `spec.replicas`.
+    pub spec: i32,
+    /// The max-replicas annotation, if present and numeric.
+    pub max_replicas: Option<i32>,
+}
+
+/// Upstream `getReplicaSetFraction`: how many replicas this ReplicaSet gains
+/// (or loses) when the Deployment goes to `replicas` (+ `max_surge`), in
+/// proportion to the size it had when the annotation was written.
+fn fraction(rs: ScaleInput, replicas: i32, max_surge: i32, status_replicas: i32) -> i32 {
+    if replicas == 0 {
+        return -rs.spec;
+    }
+    let annotated = rs.max_replicas.unwrap_or(status_replicas);
+    if annotated <= 0 {
+        return 0;
+    }
+    let new_size = (rs.spec as f64 * (replicas + max_surge) as f64 / annotated as f64).round() as i32;
+    new_size - rs.spec
+}
+
+/// Proportional scaling of a Deployment resized mid-rollout (upstream
+/// `DeploymentController.scale` for RollingUpdate): spreads the difference between
+/// `replicas + max_surge` and the current total over the active ReplicaSets in
+/// proportion to their size; the rounding leftover goes to the first. `active`
+/// must be sorted largest first (newer first when adding, older first when
+/// removing). Returns the new sizes in the same order.
+pub fn proportional_sizes(active: &[ScaleInput], replicas: i32, max_surge: i32, status_replicas: i32) -> Vec<i32> {
+    let allowed = if replicas > 0 { replicas + max_surge } else { 0 };
+    let current: i32 = active.iter().map(|r| r.spec).sum();
+    let to_add = allowed - current;
+    let mut added = 0;
+    let mut sizes: Vec<i32> = active
+        .iter()
+        .map(|&rs| {
+            if to_add == 0 || rs.spec == 0 || to_add == added {
+                return rs.spec;
+            }
+            let f = fraction(rs, replicas, max_surge, status_replicas);
+            let allowed_now = to_add - added;
+            let p = if to_add > 0 {
+                f.min(allowed_now)
+            } else {
+                f.max(allowed_now)
+            };
+            added += p;
+            rs.spec + p
+        })
+        .collect();
+    if to_add != 0
+        && to_add != added
+        && let Some(first) = sizes.first_mut()
+    {
+        *first = (*first + to_add - added).max(0);
+    }
+    sizes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +226,53 @@ mod tests {
         assert_eq!(a, template_hash("{\"spec\":{}}", None));
         assert_ne!(a, template_hash("{\"spec\":{}}", Some(1)));
         assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+    }
+
+    #[test]
+    fn old_replica_sets_shrink_unhealthy_first_then_within_availability() {
+        let old = [RsCounts { spec: 2, available: 2 }, RsCounts { spec: 3, available: 1 }];
+        assert_eq!(cleanup_unhealthy(&old, 1), vec![2, 2]);
+        assert_eq!(cleanup_unhealthy(&old, 5), vec![2, 1]);
+        assert_eq!(cleanup_unhealthy(&old, 0), vec![2, 3]);
+        // 5 available, at least 3 must stay: 2 old pods may go, oldest first.
+        assert_eq!(scale_down_old(&old, 5, 3), vec![0, 3]);
+        assert_eq!(scale_down_old(&old, 3, 3), vec![2, 3]);
+    }
+
+    #[test]
+    fn proportional_scaling_keeps_the_ratio() {
+        // 10 replicas mid-rollout (surge 3): new RS 8, old RS 5 = 13 = 10 + 3.
+        // Scaled to 20 (+5 surge = 25): both grow by ~25/13.
+        let rs = [
+            ScaleInput {
+                spec: 8,
+                max_replicas: Some(13),
+            },
+            ScaleInput {
+                spec: 5,
+                max_replicas: Some(13),
+            },
+        ];
+        let sizes = proportional_sizes(&rs, 20, 5, 13);
+        assert_eq!(sizes.iter().sum::<i32>(), 25);
+        assert_eq!(sizes, vec![15, 10]);
+        // Down to 0: everything goes.
+        assert_eq!(proportional_sizes(&rs, 0, 0, 13), vec![0, 0]);
+        // Rounding leftovers land on the first (largest) ReplicaSet.
+        let rs = [
+            ScaleInput {
+                spec: 1,
+                max_replicas: Some(3),
+            },
+            ScaleInput {
+                spec: 1,
+                max_replicas: Some(3),
+            },
+            ScaleInput {
+                spec: 1,
+                max_replicas: Some(3),
+            },
+        ];
+        assert_eq!(proportional_sizes(&rs, 4, 0, 3), vec![2, 1, 1]);
     }
 }

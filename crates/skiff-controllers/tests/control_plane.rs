@@ -252,3 +252,112 @@ async fn deleting_a_namespace_empties_and_removes_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_quick_pods_never_share_the_last_slot() {
+    let cp = ControlPlane::start().await;
+    cp.add_node("tiny", "1", "1Gi", json!({})).await;
+    cp.start_components();
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), "default");
+    let make = |name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"requests": {"cpu": "600m"}}}]},
+        }))
+        .unwrap()
+    };
+    let (pa, pb, pp) = (make("a"), make("b"), PostParams::default());
+    let (a, b) = tokio::join!(pods.create(&pp, &pa), pods.create(&pp, &pb));
+    a.unwrap();
+    b.unwrap();
+    let (bound, waiting) = eventually("one bound, one unschedulable", WAIT, || async {
+        let mut bound = Vec::new();
+        let mut waiting = Vec::new();
+        for p in pods.list(&ListParams::default()).await.ok()?.items {
+            if p.spec.as_ref()?.node_name.is_some() {
+                bound.push(p);
+            } else if p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False"))
+            {
+                waiting.push(p);
+            }
+        }
+        (bound.len() == 1 && waiting.len() == 1).then_some((bound, waiting))
+    })
+    .await;
+    assert_eq!(bound[0].spec.as_ref().unwrap().node_name.as_deref(), Some("tiny"));
+    // Deleting the bound pod frees the slot for the other.
+    let winner = bound[0].metadata.name.clone().unwrap();
+    let loser = waiting[0].metadata.name.clone().unwrap();
+    pods.delete(&winner, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually("the waiting pod gets the freed slot", WAIT, || async {
+        pods.get(&loser).await.ok()?.spec?.node_name
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_selectors_and_taints_steer_pods() {
+    let cp = ControlPlane::start().await;
+    cp.add_node("plain", "4", "8Gi", json!({"disk": "hdd"})).await;
+    cp.add_node("fast", "4", "8Gi", json!({"disk": "ssd"})).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cp.client.clone());
+    nodes
+        .patch(
+            "fast",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}})),
+        )
+        .await
+        .unwrap();
+    cp.start_components();
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), "default");
+    let create = |name: &str, spec: serde_json::Value| {
+        let pods = pods.clone();
+        let mut spec = spec;
+        spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        async move { pods.create(&PostParams::default(), &pod).await.unwrap() }
+    };
+    create("anywhere", json!({})).await;
+    create("ssd-no-toleration", json!({"nodeSelector": {"disk": "ssd"}})).await;
+    create(
+        "ssd-tolerating",
+        json!({"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}),
+    )
+    .await;
+    let node_of = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.get(name).await.ok()?.spec?.node_name }
+    };
+    assert_eq!(
+        eventually("anywhere bound", WAIT, || node_of("anywhere")).await,
+        "plain"
+    );
+    assert_eq!(
+        eventually("tolerating bound", WAIT, || node_of("ssd-tolerating")).await,
+        "fast"
+    );
+    let cond = eventually("untolerated pod waits", WAIT, || async {
+        pods.get("ssd-no-toleration")
+            .await
+            .ok()?
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    })
+    .await;
+    assert_eq!(
+        cond.message.as_deref(),
+        Some(
+            "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: db}."
+        )
+    );
+}

@@ -89,10 +89,15 @@ impl ControlPlane {
 
     /// Starts the controller manager and the scheduler against this apiserver.
     pub fn start_components(&self) {
-        let (c, t) = (self.client.clone(), self.shutdown.clone());
-        tokio::spawn(async move { skiff_controllers::run(c, t).await });
+        self.start_controllers(self.shutdown.child_token());
         let (c, t) = (self.client.clone(), self.shutdown.clone());
         tokio::spawn(async move { skiff_scheduler::run(c, t).await });
+    }
+
+    /// Starts the controller manager alone, until `token` is cancelled.
+    pub fn start_controllers(&self, token: CancellationToken) {
+        let c = self.client.clone();
+        tokio::spawn(async move { skiff_controllers::run(c, token).await });
     }
 
     /// Registers a Ready node with the given allocatable cpu and memory, as a kubelet would.
