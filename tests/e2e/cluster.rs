@@ -2,7 +2,9 @@
 //! machine's real `kubectl`, real containerd/runc/CNI, images from the local registry.
 //!
 //! Needs root and `scripts/setup` (packages, registry, images); fails with a message
-//! saying so otherwise.
+//! saying so otherwise. The test is a target of the `skiff` package, so cargo builds
+//! `target/<profile>/skiff` before running it and hands over its path as
+//! `CARGO_BIN_EXE_skiff`: `cargo nextest run -p skiff --test e2e`.
 
 #[path = "support.rs"]
 mod support;
@@ -70,13 +72,19 @@ fn wait_ready(c: &Cluster, selector: &str, n: usize) -> Vec<Value> {
     })
 }
 
+/// Waits until containerd has exactly `n` running tasks and `n` containers (sandboxes
+/// included): containers of removed pods are really gone, not just stopped.
 fn wait_tasks(c: &Cluster, n: usize) {
     eventually(
-        &format!("{n} running containerd tasks"),
+        &format!("{n} running containerd tasks and containers"),
         Duration::from_secs(60),
         || {
-            let t = c.running_tasks();
-            if t == n { Ok(()) } else { Err(format!("{t} tasks")) }
+            let (t, k) = (c.running_tasks(), c.containers());
+            if t == n && k == n {
+                Ok(())
+            } else {
+                Err(format!("{t} tasks, {k} containers"))
+            }
         },
     );
 }
@@ -239,6 +247,20 @@ fn single_node_cluster_runs_a_deployment_in_real_containers() {
         String::from_utf8_lossy(&bad.stderr)
     );
     assert!(!c.kubectl(&["get", "pod", "broken"]).status.success(), "nothing stored");
+    let bad = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: broken\nspec:\n  selector:\n    matchLabels: {app: broken}\n  template:\n    metadata:\n      labels: {app: broken}\n    spec:\n      containers: []\n",
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("spec.template.spec.containers: Required value"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(
+        !c.kubectl(&["get", "deployment", "broken"]).status.success(),
+        "nothing stored"
+    );
 
     // A crashing container is restarted with backoff.
     c.kubectl_ok(&[

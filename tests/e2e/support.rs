@@ -33,6 +33,32 @@ pub fn require_environment() {
         registry.is_ok_and(|s| s.success()),
         "the local registry on 127.0.0.1:5000 is not running: run scripts/setup"
     );
+    for image in ["library/busybox:latest", "library/busybox:1.35", "pause:3.10"] {
+        let found = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://127.0.0.1:5000/{image}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "image {image} is not in the local registry: run scripts/setup");
+    }
+    let version = Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .expect("kubectl version");
+    let minor = kubectl_minor(&String::from_utf8_lossy(&version.stdout));
+    assert!(
+        minor.is_some_and(|m| m >= 32),
+        "end-to-end tests need kubectl >= 1.32, found {:?}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+}
+
+/// The minor version from `kubectl version --client -o json` output
+/// (`clientVersion.minor`, e.g. `"32"` or `"32+"`).
+fn kubectl_minor(json: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let minor = v["clientVersion"]["minor"].as_str()?;
+    minor.trim_end_matches('+').parse().ok()
 }
 
 /// A free TCP port on the host.
@@ -193,6 +219,22 @@ impl Cluster {
             .count()
     }
 
+    /// Containers (sandboxes and application containers, running or not) known to this
+    /// node's containerd in the CRI namespace.
+    pub fn containers(&self) -> usize {
+        let sock = self.dir.join("agent/containerd/containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "k8s.io", "containers", "ls", "-q"])
+            .output()
+            .expect("ctr");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+
     fn containerd_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("agent/containerd/containerd.pid"))
             .ok()?
@@ -203,9 +245,20 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Tears the cluster down so nothing outlives the test, even when it failed half-way:
+    /// workloads and pods are deleted through the API, whatever containers are left are
+    /// killed and removed through containerd, then the server (and with it its
+    /// containerd) is stopped, leftover mounts are unmounted and the data dir is removed
+    /// (kept when `SKIFF_E2E_KEEP` is set, for debugging).
     fn drop(&mut self) {
-        // Remove whatever pods are left so no container outlives the test.
         if self.child.is_some() {
+            let _ = self.kubectl(&[
+                "delete",
+                "deployments,replicasets,replicationcontrollers,statefulsets,daemonsets,jobs,cronjobs",
+                "--all",
+                "-A",
+                "--wait=false",
+            ]);
             let _ = self.kubectl(&[
                 "delete",
                 "pods",
@@ -215,7 +268,10 @@ impl Drop for Cluster {
                 "--force",
                 "--wait=false",
             ]);
-            let _ = eventually_quiet(Duration::from_secs(20), || self.running_tasks() == 0);
+            let _ = eventually_quiet(Duration::from_secs(30), || {
+                self.running_tasks() == 0 && self.containers() == 0
+            });
+            self.force_remove_containers();
         }
         self.stop();
         if let Some(pid) = self.containerd_pid() {
@@ -223,6 +279,29 @@ impl Drop for Cluster {
         }
         if std::env::var_os("SKIFF_E2E_KEEP").is_none() {
             let _ = remove_tree(&self.dir);
+        }
+    }
+}
+
+impl Cluster {
+    /// Kills and removes, through `ctr`, every container the kubelet did not clean up.
+    fn force_remove_containers(&self) {
+        let sock = self.dir.join("agent/containerd/containerd.sock");
+        let ctr = |args: &[&str]| {
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&sock)
+                .args(["-n", "k8s.io"])
+                .args(args)
+                .output()
+        };
+        let Ok(out) = ctr(&["containers", "ls", "-q"]) else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+            let _ = ctr(&["tasks", "delete", "-f", id]);
+            let _ = ctr(&["containers", "delete", id]);
         }
     }
 }
