@@ -12,6 +12,7 @@ pub mod logs;
 pub mod objects;
 pub mod openapi;
 pub mod pki;
+pub mod proto;
 pub mod request;
 pub mod rest;
 pub mod server;

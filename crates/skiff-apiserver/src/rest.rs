@@ -91,11 +91,16 @@ pub async fn handle(
         return Err(ApiError::no_route());
     }
     let sub = r.subresource.as_deref();
-    if !body.is_empty() && content_type(headers).contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        ));
-    }
+    // client-go's typed clients send protobuf; everything below works on JSON.
+    let body = if !body.is_empty() && content_type(headers).starts_with(crate::proto::MEDIA_TYPE) {
+        let obj = crate::proto::decode(&body).map_err(|e| match e {
+            crate::proto::ProtoError::UnknownKind { .. } => ApiError::unsupported_media_type(e.to_string()),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+        bytes::Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?)
+    } else {
+        body
+    };
     match (method.clone(), r.name.is_some(), sub) {
         (Method::GET, false, None) => {
             let sel = Selectors::from_query(&q)?;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 struct TestServer {
     client: kube::Client,
+    kubeconfig: std::path::PathBuf,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -66,6 +67,7 @@ async fn start() -> TestServer {
         .unwrap();
     TestServer {
         client: kube::Client::try_from(cfg).unwrap(),
+        kubeconfig: kc_path,
         shutdown,
         _dir: dir,
     }
@@ -297,4 +299,73 @@ async fn other_built_in_kinds_are_served_and_validated() {
         roles.get("view-pods").await.unwrap().rules.unwrap()[0].verbs,
         vec!["get"]
     );
+}
+
+/// The machine's kubectl (v1.32+ typed `create` commands send protobuf bodies).
+fn kubectl(server: &TestServer, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&server.kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+// kubectl runs as a blocking child process, so the server needs worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_sends_protobuf_and_the_objects_arrive_intact() {
+    let s = start().await;
+    for args in [
+        vec![
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=0",
+            "--port=80",
+        ],
+        vec!["create", "configmap", "settings", "--from-literal=mode=fast"],
+        vec![
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=password=hunter2",
+        ],
+        vec!["create", "role", "reader", "--verb=get", "--resource=pods"],
+        vec!["create", "ingress", "site", "--rule=example.com/shop=web:8080"],
+    ] {
+        let out = kubectl(&s, &args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deploy: Deployment = Api::namespaced(s.client.clone(), "default").get("web").await.unwrap();
+    let spec = deploy.spec.unwrap();
+    assert_eq!(spec.replicas, Some(0), "a pointer field's zero value survives");
+    let template = spec.template.spec.unwrap();
+    assert_eq!(template.containers[0].image.as_deref(), Some("busybox"));
+    assert_eq!(template.containers[0].ports.as_ref().unwrap()[0].container_port, 80);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = Api::namespaced(s.client.clone(), "default")
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["mode"], "fast");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        Api::namespaced(s.client.clone(), "default").get("creds").await.unwrap();
+    assert_eq!(secret.data.unwrap()["password"].0, b"hunter2");
+    let role: k8s_openapi::api::rbac::v1::Role = Api::namespaced(s.client.clone(), "default")
+        .get("reader")
+        .await
+        .unwrap();
+    assert_eq!(role.rules.unwrap()[0].api_groups, Some(vec![String::new()]));
+    let ing: k8s_openapi::api::networking::v1::Ingress =
+        Api::namespaced(s.client.clone(), "default").get("site").await.unwrap();
+    let rule = &ing.spec.unwrap().rules.unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("example.com"));
+    let path = &rule.http.as_ref().unwrap().paths[0];
+    assert_eq!(path.path.as_deref(), Some("/shop"));
+    assert_eq!(path.backend.service.as_ref().unwrap().name, "web");
 }
