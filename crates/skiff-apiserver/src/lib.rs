@@ -7,6 +7,7 @@
 
 pub mod compaction;
 pub mod discovery;
+pub mod kubernetes_service;
 pub mod list;
 pub mod logs;
 pub mod objects;
@@ -16,6 +17,7 @@ pub mod proto;
 pub mod request;
 pub mod rest;
 pub mod server;
+pub mod service_alloc;
 pub mod status;
 pub mod watch;
 
@@ -76,6 +78,9 @@ pub struct Config {
     pub kubelet_client_cert_pem: String,
     /// Key for [`Config::kubelet_client_cert_pem`], PEM.
     pub kubelet_client_key_pem: String,
+    /// Service ClusterIP and NodePort ranges (`--service-cluster-ip-range`,
+    /// `--service-node-port-range`).
+    pub service_network: service_alloc::ServiceNetwork,
 }
 
 /// Namespaces that exist from the start, as upstream creates them.
@@ -107,8 +112,11 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), Error> {
-    let objects = Objects::new(store);
+    let objects = Objects::with_service_network(store, config.service_network.clone());
     bootstrap(&objects).await?;
+    kubernetes_service::reconcile(&objects, &config.advertise)
+        .await
+        .map_err(|e| Error::Bootstrap(e.message))?;
     let tls = server::tls_config(&config.serving_cert_pem, &config.serving_key_pem, &config.client_ca_pem)?;
     let kubelet = logs::kubelet_client(
         &config.client_ca_pem,

@@ -14,6 +14,7 @@ use skiff_api::registry::{self, ResourceInfo};
 use skiff_api::{defaults, validation};
 use skiff_store::{KeyValue, Store};
 
+use crate::service_alloc::{self, InUse, ServiceNetwork};
 use crate::status::ApiError;
 
 /// `metav1.Time` rendering of now (RFC 3339, seconds, UTC).
@@ -72,6 +73,13 @@ pub struct Written {
 #[derive(Clone)]
 pub struct Objects {
     store: Arc<dyn Store>,
+    services: Arc<ServiceAllocator>,
+}
+
+/// The Service address ranges and the lock that serializes allocations from them.
+struct ServiceAllocator {
+    network: ServiceNetwork,
+    lock: tokio::sync::Mutex<()>,
 }
 
 fn meta(v: &mut Value) -> &mut Map<String, Value> {
@@ -146,9 +154,63 @@ pub fn qos_class(pod: &Value) -> &'static str {
 }
 
 impl Objects {
-    /// Wraps a store.
+    /// Wraps a store; Services get addresses from the default ranges.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self::with_service_network(store, ServiceNetwork::default())
+    }
+
+    /// Wraps a store; Services get ClusterIPs and node ports from `network`.
+    pub fn with_service_network(store: Arc<dyn Store>, network: ServiceNetwork) -> Self {
+        Self {
+            store,
+            services: Arc::new(ServiceAllocator {
+                network,
+                lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The Service address ranges.
+    pub fn service_network(&self) -> &ServiceNetwork {
+        &self.services.network
+    }
+
+    /// Takes the Service allocation lock; hold it from [`Objects::services_in_use`]
+    /// until the Service is written so two writes never take the same address.
+    pub async fn lock_service_allocations(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.services.lock.lock().await
+    }
+
+    /// ClusterIPs and node ports of every Service except `ns/name`.
+    pub async fn services_in_use(&self, ns: Option<&str>, name: &str) -> Result<InUse, ApiError> {
+        let res = registry::lookup("", "v1", "services").expect("services are served");
+        let list = self.store.list(&res.key_prefix(), Default::default()).await?;
+        let mut in_use = InUse::default();
+        for kv in &list.items {
+            let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            let same = v.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                && v.pointer("/metadata/namespace").and_then(Value::as_str) == ns;
+            if !same {
+                in_use.add(&v);
+            }
+        }
+        Ok(in_use)
+    }
+
+    /// Allocates (or keeps, on update from `old`) the ClusterIP and node ports of
+    /// `svc`; 422 Invalid with upstream's field errors when a requested value is
+    /// taken or out of range.
+    pub fn allocate_service(&self, svc: &mut Value, old: Option<&Value>, in_use: &InUse) -> Result<(), ApiError> {
+        let res = registry::lookup("", "v1", "services").expect("services are served");
+        service_alloc::allocate(&self.services.network, svc, old, in_use).map_err(|errs| {
+            let name = svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            ApiError::invalid(res, name, &errs)
+        })
     }
 
     /// The underlying store.
@@ -293,6 +355,8 @@ impl Objects {
             m.insert("creationTimestamp".into(), json!(now_rfc3339()));
         }
         let (mut obj, warnings) = self.normalize(res, obj, opts.field_validation)?;
+        // Held until the Service is written, so no other write takes its addresses.
+        let mut _service_guard = None;
         if obj.get("spec").is_some() {
             meta(&mut obj).insert("generation".into(), json!(1));
         }
@@ -306,7 +370,16 @@ impl Objects {
             ("apps", "Deployment" | "ReplicaSet") => {
                 obj["status"] = json!({});
             }
-            ("", "Service") => self.allocate_cluster_ip(&mut obj).await?,
+            ("", "Service") => {
+                _service_guard = Some(self.lock_service_allocations().await);
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let in_use = self.services_in_use(ns, &name).await?;
+                self.allocate_service(&mut obj, None, &in_use)?;
+            }
             _ => {}
         }
         Self::check_valid(res, &obj)?;
@@ -325,45 +398,6 @@ impl Objects {
             Err(skiff_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(res, &name)),
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn allocate_cluster_ip(&self, svc: &mut Value) -> Result<(), ApiError> {
-        let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
-        if ty == "ExternalName" {
-            return Ok(());
-        }
-        let given = svc
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if given == "None" || !given.is_empty() {
-            svc["spec"]["clusterIPs"] = json!([given]);
-            return Ok(());
-        }
-        let res = registry::lookup("", "v1", "services").expect("services are served");
-        let list = self.store.list(&res.key_prefix(), Default::default()).await?;
-        let used: Vec<String> = list
-            .items
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-            .filter_map(|v| v.pointer("/spec/clusterIP").and_then(Value::as_str).map(String::from))
-            .collect();
-        use rand::Rng;
-        let mut rng = rand::rng();
-        for _ in 0..1000 {
-            let n: u32 = rng.random_range(2..65534);
-            let ip = format!("10.43.{}.{}", n >> 8, n & 0xff);
-            if !used.contains(&ip) {
-                svc["spec"]["clusterIP"] = json!(ip);
-                svc["spec"]["clusterIPs"] = json!([ip]);
-                svc["spec"]["ipFamilies"] = json!(["IPv4"]);
-                svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-                svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
-                return Ok(());
-            }
-        }
-        Err(ApiError::internal("failed to allocate a serviceIP: range is full"))
     }
 
     /// Read-modify-write with compare-and-swap. `precondition` is the resourceVersion

@@ -55,6 +55,29 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
+/// For writes to a Service's spec: the allocation lock (held until the write is
+/// done) and the addresses the other Services hold.
+async fn service_allocations<'a>(
+    objects: &'a crate::objects::Objects,
+    res: &registry::ResourceInfo,
+    sub: Option<&str>,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<
+    (
+        Option<tokio::sync::MutexGuard<'a, ()>>,
+        Option<crate::service_alloc::InUse>,
+    ),
+    ApiError,
+> {
+    if !res.group.is_empty() || res.kind != "Service" || sub.is_some() {
+        return Ok((None, None));
+    }
+    let guard = objects.lock_service_allocations().await;
+    let in_use = objects.services_in_use(ns, name).await?;
+    Ok((Some(guard), Some(in_use)))
+}
+
 fn name_of(r: &ResourceRequest) -> Result<&str, ApiError> {
     r.name
         .as_deref()
@@ -195,6 +218,7 @@ pub async fn handle(
             let new = parse_json(&body)?;
             let precondition = rv_of(&new)?;
             let mut warnings = Vec::new();
+            let (_guard, in_use) = service_allocations(objects, res, sub, ns, &name).await?;
             let out = objects
                 .mutate(res, ns, &name, precondition, opts.dry_run, |cur| {
                     if sub == Some("finalize") {
@@ -202,7 +226,10 @@ pub async fn handle(
                         next["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
                         return Ok(next);
                     }
-                    let (n, w) = objects.prepare_update(res, sub, cur, new.clone(), opts.field_validation)?;
+                    let (mut n, w) = objects.prepare_update(res, sub, cur, new.clone(), opts.field_validation)?;
+                    if let Some(in_use) = &in_use {
+                        objects.allocate_service(&mut n, Some(cur), in_use)?;
+                    }
                     warnings = w;
                     Ok(n)
                 })
@@ -220,6 +247,7 @@ pub async fn handle(
                 ));
             }
             let mut warnings = Vec::new();
+            let (_guard, in_use) = service_allocations(objects, res, sub, ns, &name).await?;
             let out = objects
                 .mutate(res, ns, &name, None, opts.dry_run, |cur| {
                     let patched = apply_patch(&content_type, cur, &body)?;
@@ -228,7 +256,10 @@ pub async fn handle(
                         && rv != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default() {
                             return Err(ApiError::conflict(res, &name, "the object has been modified; please apply your changes to the latest version and try again"));
                         }
-                    let (n, w) = objects.prepare_update(res, sub, cur, patched, opts.field_validation)?;
+                    let (mut n, w) = objects.prepare_update(res, sub, cur, patched, opts.field_validation)?;
+                    if let Some(in_use) = &in_use {
+                        objects.allocate_service(&mut n, Some(cur), in_use)?;
+                    }
                     warnings = w;
                     Ok(n)
                 })

@@ -55,6 +55,7 @@ async fn start() -> TestServer {
         client_ca_pem: pki.ca_pem.clone(),
         kubelet_client_cert_pem: admin.cert_pem.clone(),
         kubelet_client_key_pem: admin.key_pem.clone(),
+        service_network: Default::default(),
     };
     tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
     rx.await.unwrap();
@@ -368,4 +369,46 @@ async fn kubectl_create_sends_protobuf_and_the_objects_arrive_intact() {
     let path = &rule.http.as_ref().unwrap().paths[0];
     assert_eq!(path.path.as_deref(), Some("/shop"));
     assert_eq!(path.backend.service.as_ref().unwrap().name, "web");
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports_that_survive_updates() {
+    use k8s_openapi::api::core::v1::Service;
+    let s = start().await;
+    let services: Api<Service> = Api::namespaced(s.client.clone(), "default");
+    let kubernetes = services.get("kubernetes").await.unwrap();
+    assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.43.0.1"));
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let created = services.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = created.spec.clone().unwrap();
+    let node_port = spec.ports.as_ref().unwrap()[0].node_port.unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    // A client that sends the Service without its allocated values keeps them.
+    let mut replacement = svc.clone();
+    replacement.metadata.resource_version = created.metadata.resource_version.clone();
+    let replaced = services
+        .replace("web", &PostParams::default(), &replacement)
+        .await
+        .unwrap();
+    let rspec = replaced.spec.unwrap();
+    assert_eq!(rspec.cluster_ip, spec.cluster_ip);
+    assert_eq!(rspec.ports.unwrap()[0].node_port, Some(node_port));
+    // Another Service asking for the same node port is refused like upstream.
+    let mut clash = svc.clone();
+    clash.metadata.name = Some("clash".into());
+    clash.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(node_port);
+    let err = services.create(&PostParams::default(), &clash).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected a Status, got {err:?}")
+    };
+    assert_eq!(status.code, 422);
+    assert!(
+        status.message.contains("provided port is already allocated"),
+        "{}",
+        status.message
+    );
 }

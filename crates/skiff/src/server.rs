@@ -45,9 +45,13 @@ pub struct ServerArgs {
     /// Pod network CIDR; each node gets a /24 from it.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
-    /// Service ClusterIP range.
+    /// Service ClusterIP range (IPv4 CIDR); its first address is the
+    /// `default/kubernetes` Service.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cluster_ip_range: String,
+    /// Port range for NodePort Services, `FIRST-LAST`.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
     /// Cluster DNS server address written into pods' resolv.conf.
     #[arg(long, default_value = "10.43.0.10")]
     cluster_dns: IpAddr,
@@ -63,6 +67,28 @@ pub struct ServerArgs {
     /// Registry mirror for docker.io and registry.k8s.io (empty to disable).
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     registry_mirror: String,
+}
+
+/// The Service ranges from `--service-cluster-ip-range` and `--service-node-port-range`.
+fn service_network(args: &ServerArgs) -> anyhow::Result<skiff_apiserver::service_alloc::ServiceNetwork> {
+    let cluster_ip_range = skiff_apiserver::service_alloc::Ipv4Cidr::parse(&args.service_cluster_ip_range)
+        .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?;
+    let bad = || {
+        anyhow::anyhow!(
+            "--service-node-port-range: {:?} is not FIRST-LAST",
+            args.service_node_port_range
+        )
+    };
+    let (first, last) = args.service_node_port_range.split_once('-').ok_or_else(bad)?;
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok(skiff_apiserver::service_alloc::ServiceNetwork {
+        cluster_ip_range,
+        node_port_range: first..=last,
+    })
 }
 
 /// The IPv4 address of the default route (no packet is sent).
@@ -194,6 +220,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         client_ca_pem: pki.ca_pem.clone(),
         kubelet_client_cert_pem: kubelet_client.cert_pem.clone(),
         kubelet_client_key_pem: kubelet_client.key_pem.clone(),
+        service_network: service_network(&args)?,
     };
     let mut apiserver = tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), ready_tx));
     tokio::select! {
@@ -259,7 +286,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .context("kubelet")
         });
     }
-    let _ = &args.service_cluster_ip_range;
 
     // The admin kubeconfig appears once the API is ready.
     let admin_path = data_dir.join("admin.kubeconfig");

@@ -75,6 +75,7 @@ impl ControlPlane {
             client_ca_pem: pki.ca_pem.clone(),
             kubelet_client_cert_pem: admin.cert_pem.clone(),
             kubelet_client_key_pem: admin.key_pem.clone(),
+            service_network: Default::default(),
         };
         tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), ready_tx));
         ready_rx.await.expect("apiserver starts");
