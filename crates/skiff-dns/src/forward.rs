@@ -263,6 +263,64 @@ mod tests {
         );
     }
 
+    /// An upstream that answers over UDP with the TC bit and no records, and over
+    /// TCP (same port) with the full answer; also relays its NXDOMAIN unchanged.
+    #[tokio::test]
+    async fn truncated_udp_answers_are_retried_over_tcp() {
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let udp = UdpSocket::bind(addr).await.unwrap();
+        let answer = |q: &Message, full: bool| {
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.queries = q.queries.clone();
+            if q.queries[0].name().to_ascii() != "big.example." {
+                r.metadata.response_code = ResponseCode::NXDomain;
+            } else if full {
+                for i in 0..200u8 {
+                    let data = RData::A(A([192, 0, 2, i].into()));
+                    r.answers
+                        .push(Record::from_rdata(q.queries[0].name().clone(), 60, data));
+                }
+            } else {
+                r.metadata.truncation = true;
+            }
+            r.to_vec().unwrap()
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                udp.send_to(&answer(&q, false), from).await.unwrap();
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = tcp.accept().await.unwrap();
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).await.unwrap();
+                let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                s.read_exact(&mut buf).await.unwrap();
+                let bytes = answer(&Message::from_vec(&buf).unwrap(), true);
+                let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&bytes);
+                s.write_all(&framed).await.unwrap();
+            }
+        });
+        let f = Forwarder::new(vec![addr], Duration::from_secs(5)).unwrap();
+        let q = Query::query(Name::from_ascii("big.example.").unwrap(), RecordType::A);
+        let got = f.forward(&q, true, false, false).await.unwrap();
+        assert!(!got.metadata.truncation);
+        assert_eq!(got.answers.len(), 200);
+        let q = Query::query(Name::from_ascii("other.example.").unwrap(), RecordType::A);
+        let got = f.forward(&q, true, false, false).await.unwrap();
+        assert_eq!(got.metadata.response_code, ResponseCode::NXDomain);
+    }
+
     #[test]
     fn missing_resolv_conf_means_no_upstream() {
         let ups = upstreams_from_resolv_conf(Path::new("/nonexistent/resolv.conf"), &[]).unwrap();
