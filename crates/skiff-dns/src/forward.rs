@@ -98,12 +98,19 @@ pub fn upstreams_from_resolv_conf(path: &Path, avoid: &[SocketAddr]) -> Result<V
     ))
 }
 
-/// Drops upstreams that are one of `avoid` (queries to them would loop back here)
-/// or that have an unspecified address, and duplicates.
+/// Drops upstreams that are one of `avoid` (queries to them would loop back here;
+/// an `avoid` entry with an unspecified IP, a wildcard listen address, also covers
+/// every loopback address on its port), upstreams with an unspecified address, and
+/// duplicates.
 pub fn without_loops(upstreams: impl IntoIterator<Item = SocketAddr>, avoid: &[SocketAddr]) -> Vec<SocketAddr> {
+    let loops = |up: &SocketAddr| {
+        avoid
+            .iter()
+            .any(|a| a == up || (a.ip().is_unspecified() && a.port() == up.port() && up.ip().is_loopback()))
+    };
     let mut out: Vec<SocketAddr> = Vec::new();
     for up in upstreams {
-        if up.ip().is_unspecified() || avoid.contains(&up) || out.contains(&up) {
+        if up.ip().is_unspecified() || loops(&up) || out.contains(&up) {
             continue;
         }
         out.push(up);
@@ -261,6 +268,10 @@ mod tests {
             without_loops(ups, &avoid),
             vec!["10.0.0.2:53".parse::<SocketAddr>().unwrap()]
         );
+        let wildcard = ["0.0.0.0:53".parse::<SocketAddr>().unwrap()];
+        let ups = ["127.0.0.1:53", "127.0.0.53:53", "127.0.0.1:5353", "10.0.0.2:53"].map(|s| s.parse().unwrap());
+        let kept: Vec<String> = without_loops(ups, &wildcard).iter().map(ToString::to_string).collect();
+        assert_eq!(kept, ["127.0.0.1:5353", "10.0.0.2:53"]);
     }
 
     /// An upstream that answers over UDP with the TC bit and no records, and over
