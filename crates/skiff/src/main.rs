@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "info,kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,rustls=warn,tower=warn",
+                    "info,kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,rustls=warn,tower=warn,hickory_server=warn",
                 )
             }),
         )

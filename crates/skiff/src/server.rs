@@ -58,6 +58,13 @@ pub struct ServerArgs {
     /// Cluster DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// Do not run the cluster DNS server (nor create the kube-system/kube-dns Service).
+    #[arg(long)]
+    disable_dns: bool,
+    /// UDP and TCP address of the cluster DNS server (default: <node-ip>:53); the
+    /// kube-dns Service at --cluster-dns is routed to it.
+    #[arg(long)]
+    cluster_dns_listen: Option<SocketAddr>,
     /// Port of the kubelet's HTTPS API.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
@@ -197,6 +204,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ("controller", "system:kube-controller-manager", None),
         ("scheduler", "system:kube-scheduler", None),
         ("kubelet", &*format!("system:node:{node_name}"), Some("system:nodes")),
+        ("dns", "system:skiff-dns", None),
     ] {
         let orgs: Vec<&str> = org.into_iter().collect();
         let pair = pki.ensure_cert(file, cn, &orgs, &[])?;
@@ -284,6 +292,33 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(anyhow::Error::from)
                 .context("kubelet")
+        });
+    }
+    if !args.disable_dns {
+        let listen = args.cluster_dns_listen.unwrap_or(SocketAddr::new(node_ip, 53));
+        let advertised = if listen.ip().is_unspecified() {
+            SocketAddr::new(node_ip, listen.port())
+        } else {
+            listen
+        };
+        let mut config = skiff_dns::Config::new(listen, args.cluster_dns);
+        config.cluster_domain = args.cluster_domain.clone();
+        config.registration = Some(skiff_dns::registration::Registration {
+            node_name: node_name.clone(),
+            address: advertised,
+        });
+        let dns_client = client_from(&component_kubeconfigs[3]).await?;
+        let token = shutdown.clone();
+        // Like the DNS add-on upstream, a failing DNS server does not stop the control plane.
+        tasks.spawn(async move {
+            if let Err(e) = skiff_dns::run(dns_client, config, token.clone()).await {
+                tracing::error!(
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "cluster DNS is not running; free the address, pick another with --cluster-dns-listen, or pass --disable-dns"
+                );
+                token.cancelled().await;
+            }
+            Ok(())
         });
     }
 
