@@ -82,7 +82,7 @@ impl Nft {
         }
     }
 
-    /// Applies a transaction produced by [`render`](crate::rules::render) with
+    /// Applies a transaction of a [`Ruleset`](crate::rules::Ruleset) with
     /// `nft -f -`: all of it or, on error, none of it.
     ///
     /// Errors: [`Error::Spawn`] when nft cannot be run, [`Error::Nft`] (with nft's

@@ -5,7 +5,9 @@
 //! `kubernetes.io/service-name` label), and after every change (at most once per
 //! [`ProxyConfig::min_sync_period`]) renders the whole ruleset for this node with the
 //! pure [`rules::render`] and applies it in one `nft -f -` transaction to its own table
-//! `ip skiff-proxy`. A periodic resync re-creates the table if someone removed it.
+//! `ip skiff-proxy`: the first time by re-creating the table, afterwards as an update
+//! that keeps session-affinity state ([`rules::Ruleset::update_transaction`]). A
+//! periodic resync re-creates the table if someone removed it.
 //!
 //! Modules: [`model`] (Services + EndpointSlices -> Service ports with endpoints),
 //! [`rules`] (ruleset text), [`apply`] (running nft, sysctls), [`cidr`].
@@ -31,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use apply::Nft;
 pub use cidr::Ipv4Cidr;
-pub use rules::RuleConfig;
+pub use rules::{RuleConfig, Ruleset};
 
 /// Proxy errors.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +109,8 @@ impl ProxyConfig {
     }
 }
 
-/// Renders the transaction for the current contents of the two caches.
-pub fn render_from(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], cfg: &RuleConfig) -> String {
+/// Renders the ruleset for the current contents of the two caches.
+pub fn render_from(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], cfg: &RuleConfig) -> Ruleset {
     let services: Vec<Service> = services.iter().map(|s| (**s).clone()).collect();
     let slices: Vec<EndpointSlice> = slices.iter().map(|s| (**s).clone()).collect();
     rules::render(&model::build(&services, &slices), cfg)
@@ -182,7 +184,7 @@ pub async fn run(client: kube::Client, mut config: ProxyConfig, shutdown: Cancel
     }
     tracing::info!(node = %config.rules.node_name, "proxy caches synced");
 
-    let mut applied: Option<String> = None;
+    let mut applied: Option<Ruleset> = None;
     let mut last_sync = Instant::now() - config.min_sync_period;
     let mut next_resync = Instant::now() + config.sync_period;
     let mut dirty = true;
@@ -194,15 +196,23 @@ pub async fn run(client: kube::Client, mut config: ProxyConfig, shutdown: Cancel
                 _ = tokio::time::sleep_until(wait_until) => {}
             }
             last_sync = Instant::now();
-            let text = render_from(&services.state(), &slices.state(), &config.rules);
-            if applied.as_deref() != Some(text.as_str()) {
+            let ruleset = render_from(&services.state(), &slices.state(), &config.rules);
+            if applied.as_ref() != Some(&ruleset) {
+                let text = match &applied {
+                    Some(previous) => ruleset.update_transaction(previous),
+                    None => ruleset.full_transaction(),
+                };
                 match config.nft.apply(&text).await {
                     Ok(()) => {
                         tracing::debug!(bytes = text.len(), "proxy rules applied");
-                        applied = Some(text);
+                        applied = Some(ruleset);
                         dirty = false;
                     }
-                    Err(e) => tracing::error!(error = %e, "applying proxy rules failed; will retry"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying proxy rules failed; will retry");
+                        // The kernel state is unknown: start over with a full transaction.
+                        applied = None;
+                    }
                 }
             } else {
                 dirty = false;

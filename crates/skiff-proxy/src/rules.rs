@@ -27,7 +27,7 @@
 //! - `sessionAffinity: ClientIP` keeps one dynamic set per endpoint with the client
 //!   addresses recently sent there (element timeout = the affinity timeout).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::cidr::Ipv4Cidr;
@@ -60,10 +60,82 @@ pub struct RuleConfig {
     pub masquerade_all: bool,
 }
 
-/// Renders the complete transaction for `nft -f -`: create the table if missing, delete
-/// it, and declare it again with every set, map and chain. The kernel applies the whole
-/// file atomically, so packets see either the old or the new ruleset.
-pub fn render(ports: &[ServicePort], cfg: &RuleConfig) -> String {
+/// Names of the verdict maps, which every ruleset declares.
+const MAPS: [&str; 4] = [
+    "service-ips",
+    "service-nodeports",
+    "no-endpoint-services",
+    "no-endpoint-nodeports",
+];
+
+/// The chains every ruleset declares (hooks and shared helpers).
+const FIXED_CHAINS: [&str; 12] = [
+    "filter-input",
+    "filter-forward",
+    "filter-output",
+    "nat-prerouting",
+    "nat-output",
+    "nat-postrouting",
+    "service-endpoints-check",
+    "nodeport-endpoints-check",
+    "reject-chain",
+    "services",
+    "mark-for-masquerade",
+    "masquerading",
+];
+
+/// A rendered ruleset: the declaration of the whole table, plus the names of the chains
+/// and sets it declares so that the next ruleset can be applied as an update of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    table: String,
+    chains: BTreeSet<String>,
+    sets: BTreeSet<String>,
+}
+
+impl Ruleset {
+    /// The `table ip skiff-proxy { ... }` block with every map, set and chain.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The transaction that installs this ruleset whatever the kernel holds: create the
+    /// table if missing, delete it, declare it again. Used for the first sync and after
+    /// a failure; it empties the affinity sets.
+    pub fn full_transaction(&self) -> String {
+        format!(
+            "add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n{}",
+            self.table
+        )
+    }
+
+    /// The transaction that turns `previous` (currently installed) into this ruleset
+    /// while keeping the contents of affinity sets that both declare: flush every chain
+    /// and verdict map of `previous`, delete the chains and sets this ruleset no longer
+    /// has, then declare the table (existing objects are kept, rules and map elements
+    /// are added anew). Atomic like [`full_transaction`](Self::full_transaction).
+    pub fn update_transaction(&self, previous: &Ruleset) -> String {
+        let mut out = format!("add table {FAMILY} {TABLE}\n");
+        for chain in &previous.chains {
+            let _ = writeln!(out, "flush chain {FAMILY} {TABLE} {chain}");
+        }
+        for map in MAPS {
+            let _ = writeln!(out, "flush map {FAMILY} {TABLE} {map}");
+        }
+        for chain in previous.chains.difference(&self.chains) {
+            let _ = writeln!(out, "delete chain {FAMILY} {TABLE} {chain}");
+        }
+        for set in previous.sets.difference(&self.sets) {
+            let _ = writeln!(out, "delete set {FAMILY} {TABLE} {set}");
+        }
+        out.push_str(&self.table);
+        out
+    }
+}
+
+/// Renders the ruleset for `ports` on a node configured by `cfg`. Pure: the same input
+/// gives the same text.
+pub fn render(ports: &[ServicePort], cfg: &RuleConfig) -> Ruleset {
     let mut r = Renderer::default();
     for sp in ports {
         r.service_port(sp, cfg);
@@ -88,8 +160,10 @@ fn ep_chain(id: &str, e: &Endpoint) -> String {
     format!("ep-{id}/{}/{}", e.ip, e.port)
 }
 
-fn aff_set(id: &str, e: &Endpoint) -> String {
-    format!("aff-{id}/{}/{}", e.ip, e.port)
+/// The affinity set of endpoint `e`; the timeout is part of the name so that a changed
+/// timeout makes a new set instead of conflicting with the existing one.
+fn aff_set(id: &str, e: &Endpoint, timeout: u32) -> String {
+    format!("aff-{id}/{}/{}/{timeout}", e.ip, e.port)
 }
 
 fn elements(map: &BTreeMap<String, String>) -> String {
@@ -123,9 +197,13 @@ impl Renderer {
     fn dispatch(&self, sp: &ServicePort, eps: &[&Endpoint]) -> Vec<String> {
         let id = sp.id();
         let mut rules = Vec::new();
-        if sp.affinity_timeout.is_some() {
+        if let Some(timeout) = sp.affinity_timeout {
             for e in eps {
-                rules.push(format!("ip saddr @{} goto {}", aff_set(&id, e), ep_chain(&id, e)));
+                rules.push(format!(
+                    "ip saddr @{} goto {}",
+                    aff_set(&id, e, timeout),
+                    ep_chain(&id, e)
+                ));
             }
         }
         match eps {
@@ -181,7 +259,7 @@ impl Renderer {
         for e in &used {
             let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", e.ip)];
             if let Some(timeout) = sp.affinity_timeout {
-                let set = aff_set(&id, e);
+                let set = aff_set(&id, e, timeout);
                 rules.push(format!("update @{set} {{ ip saddr }}"));
                 self.sets.push((set, timeout));
             }
@@ -254,11 +332,9 @@ impl Renderer {
         }
     }
 
-    fn finish(self, cfg: &RuleConfig) -> String {
+    fn finish(self, cfg: &RuleConfig) -> Ruleset {
         let mut out = String::new();
         let w = &mut out;
-        let _ = writeln!(w, "add table {FAMILY} {TABLE}");
-        let _ = writeln!(w, "delete table {FAMILY} {TABLE}");
         let _ = writeln!(w, "table {FAMILY} {TABLE} {{");
         let _ = writeln!(w, "\tcomment \"Kubernetes Services, managed by skiff-proxy\"");
 
@@ -389,6 +465,14 @@ impl Renderer {
             regular(w, name, rules);
         }
         let _ = writeln!(w, "}}");
-        out
+        Ruleset {
+            table: out,
+            chains: FIXED_CHAINS
+                .iter()
+                .map(|c| c.to_string())
+                .chain(self.chains.into_iter().map(|(name, _)| name))
+                .collect(),
+            sets: self.sets.into_iter().map(|(name, _)| name).collect(),
+        }
     }
 }

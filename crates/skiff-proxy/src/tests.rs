@@ -56,6 +56,8 @@ fn cfg() -> RuleConfig {
 
 fn render(services: &[Service], slices: &[EndpointSlice]) -> String {
     rules::render(&model::build(services, slices), &cfg())
+        .table()
+        .to_string()
 }
 
 /// The rules of chain `name` (one per line, trimmed); empty when the chain is absent.
@@ -277,7 +279,7 @@ fn nodeport_addresses_and_localhost() {
     let mut c = cfg();
     c.nodeport_addresses = vec!["192.0.2.0/24".parse().unwrap()];
     c.localhost_nodeports = true;
-    let text = rules::render(&ports, &c);
+    let text = rules::render(&ports, &c).table().to_string();
     assert_eq!(
         chain(&text, "services")[1],
         "ip daddr { 192.0.2.0/24 } fib daddr type local meta l4proto . th dport vmap @service-nodeports"
@@ -343,17 +345,17 @@ fn session_affinity_remembers_clients_per_endpoint() {
         )],
     );
     assert!(text.contains(&format!(
-        "set aff-{WEB}/10.42.0.5/8080 {{\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout 600s"
+        "set aff-{WEB}/10.42.0.5/8080/600 {{\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout 600s"
     )));
     let cluster = chain(&text, &format!("cluster-{WEB}"));
     assert_eq!(
         cluster[0],
-        format!("ip saddr @aff-{WEB}/10.42.0.5/8080 goto ep-{WEB}/10.42.0.5/8080")
+        format!("ip saddr @aff-{WEB}/10.42.0.5/8080/600 goto ep-{WEB}/10.42.0.5/8080")
     );
     assert!(cluster[2].starts_with("numgen random mod 2 vmap"));
     assert!(
         chain(&text, &format!("ep-{WEB}/10.42.0.6/8080"))
-            .contains(&format!("update @aff-{WEB}/10.42.0.6/8080 {{ ip saddr }}"))
+            .contains(&format!("update @aff-{WEB}/10.42.0.6/8080/600 {{ ip saddr }}"))
     );
 }
 
@@ -422,7 +424,7 @@ fn masquerade_all_marks_every_service_connection() {
     );
     let mut c = cfg();
     c.masquerade_all = true;
-    let text = rules::render(&ports, &c);
+    let text = rules::render(&ports, &c).table().to_string();
     assert_eq!(chain(&text, &format!("svc-{WEB}"))[0], "jump mark-for-masquerade");
     assert_eq!(
         chain(&text, "masquerading"),
@@ -478,7 +480,22 @@ async fn rendered_rulesets_pass_nft_check() {
     let nft = crate::Nft::default();
     for c in &configs {
         for p in [&ports[..], &[]] {
-            let text = rules::render(p, c);
+            let ruleset = rules::render(p, c);
+            let declared: Vec<&str> = ruleset
+                .table()
+                .lines()
+                .filter_map(|l| l.strip_prefix("\tchain ")?.strip_suffix(" {"))
+                .collect();
+            let text = ruleset.full_transaction();
+            for chain in declared {
+                assert!(
+                    text.contains(&format!("chain {chain} {{"))
+                        && rules::render(&[], c)
+                            .update_transaction(&ruleset)
+                            .contains(&format!("flush chain ip skiff-proxy {chain}\n")),
+                    "chain {chain} is tracked for updates"
+                );
+            }
             if let Err(e) = nft.check(&text).await {
                 panic!("nft -c rejected the ruleset: {e}\n{text}");
             }

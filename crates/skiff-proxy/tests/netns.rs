@@ -190,13 +190,14 @@ async fn service_traffic_reaches_the_backend_and_endpointless_services_are_refus
         localhost_nodeports: false,
         masquerade_all: false,
     };
-    let services = [
-        service("web", "10.96.0.10", Some(30080)),
-        service("empty", "10.96.0.11", None),
-    ];
+    let mut web = service("web", "10.96.0.10", Some(30080));
+    web.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+    let services = [web, service("empty", "10.96.0.11", None)];
     let nft = Nft::in_netns(&node.0);
-    let text = rules::render(&model::build(&services, &[slice("web", "10.99.0.2", 8080)]), &cfg);
-    nft.apply(&text).await.expect("applying the ruleset");
+    let first = rules::render(&model::build(&services, &[slice("web", "10.99.0.2", 8080)]), &cfg);
+    nft.apply(&first.full_transaction())
+        .await
+        .expect("applying the ruleset");
     assert!(nft.table_exists().await.unwrap());
 
     // From the node itself (output hook), by ClusterIP.
@@ -218,14 +219,45 @@ async fn service_traffic_reaches_the_backend_and_endpointless_services_are_refus
         assert!(err.contains("refused"), "expected a refused connection, got {err:?}");
     }
 
-    // A second sync replaces the table atomically: once the backend is gone from the
-    // slice, the Service is refused too.
-    let text = rules::render(&model::build(&services, &[]), &cfg);
-    nft.apply(&text).await.expect("re-applying the ruleset");
+    // The node's own connection was remembered for ClientIP affinity, and an update
+    // that changes another Service keeps that memory.
+    let affinity = "aff-default/web/tcp/http/10.99.0.2/8080/10800";
+    let elements = |listed: &str| {
+        listed
+            .split(&format!("set {affinity} {{"))
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let listed = nft.list_table().await.unwrap();
+    assert!(elements(&listed).contains("10.99.0.1"), "{listed}");
+    let mut more = services.to_vec();
+    more.push(service("other", "10.96.0.12", None));
+    let second = rules::render(&model::build(&more, &[slice("web", "10.99.0.2", 8080)]), &cfg);
+    nft.apply(&second.update_transaction(&first))
+        .await
+        .expect("updating the ruleset");
+    let listed = nft.list_table().await.unwrap();
+    assert!(elements(&listed).contains("10.99.0.1"), "affinity kept: {listed}");
+    assert!(listed.contains("10.96.0.12 . tcp . 80 : goto reject-chain"), "{listed}");
+    let body = wget(&node, "http://10.96.0.10/").expect("still served after the update");
+    assert_eq!(body, "hello from the backend\n");
+
+    // Another update removes the endpoint: its chains and affinity set go, and the
+    // Service is refused.
+    let third = rules::render(&model::build(&services, &[]), &cfg);
+    nft.apply(&third.update_transaction(&second))
+        .await
+        .expect("updating the ruleset again");
     let err = wget(&node, "http://10.96.0.10/").expect_err("endpoints removed");
     assert!(err.contains("refused"), "{err:?}");
     let listed = nft.list_table().await.unwrap();
     assert!(listed.contains("10.96.0.10 . tcp . 80 : goto reject-chain"), "{listed}");
+    assert!(
+        !listed.contains("aff-") && !listed.contains("ep-"),
+        "stale objects deleted: {listed}"
+    );
 
     nft.delete_table().await.unwrap();
     assert!(!nft.table_exists().await.unwrap());
