@@ -249,7 +249,8 @@ impl Drop for Cluster {
     /// workloads and pods are deleted through the API, whatever containers are left are
     /// killed and removed through containerd, then the server (and with it its
     /// containerd) is stopped, leftover mounts are unmounted and the data dir is removed
-    /// (kept when `SKIFF_E2E_KEEP` is set, for debugging).
+    /// (kept when `SKIFF_E2E_KEEP` is set, for debugging), and the proxy's nftables
+    /// table is deleted.
     fn drop(&mut self) {
         if self.child.is_some() {
             let _ = self.kubectl(&[
@@ -277,6 +278,11 @@ impl Drop for Cluster {
         if let Some(pid) = self.containerd_pid() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
+        // The proxy leaves its Service rules in place on shutdown (as upstream); remove
+        // them so no rule outlives the cluster.
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", "skiff-proxy"])
+            .output();
         if std::env::var_os("SKIFF_E2E_KEEP").is_none() {
             let _ = remove_tree(&self.dir);
         }

@@ -1,7 +1,7 @@
 //! `skiff server`: wires the control plane and the local agent together.
 //!
 //! Start-up order: PKI (CA and component certificates under `DIR/tls`), store
-//! (`DIR/db`), apiserver (HTTPS), then the scheduler, controllers and kubelet as
+//! (`DIR/db`), apiserver (HTTPS), then the scheduler, controllers, kubelet and proxy as
 //! ordinary API clients with their own kubeconfigs; `DIR/admin.kubeconfig` is written
 //! once the apiserver answers `/readyz`.
 
@@ -33,6 +33,9 @@ pub struct ServerArgs {
     /// Run the control plane only, without a local kubelet.
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the Service proxy (nftables rules for Services) next to the kubelet.
+    #[arg(long)]
+    disable_kube_proxy: bool,
     /// Node name of the local agent (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -205,6 +208,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         ("scheduler", "system:kube-scheduler", None),
         ("kubelet", &*format!("system:node:{node_name}"), Some("system:nodes")),
         ("dns", "system:skiff-dns", None),
+        ("proxy", "system:kube-proxy", None),
     ] {
         let orgs: Vec<&str> = org.into_iter().collect();
         let pair = pki.ensure_cert(file, cn, &orgs, &[])?;
@@ -293,6 +297,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
                 .context("kubelet")
         });
+        if !args.disable_kube_proxy {
+            let proxy_kube = client_from(&component_kubeconfigs[4]).await?;
+            let cidr = args.cluster_cidr.parse().context("--cluster-cidr")?;
+            let config = skiff_proxy::ProxyConfig::new(node_name.clone(), Some(cidr));
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                skiff_proxy::run(proxy_kube, config, token)
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .context("kube-proxy")
+            });
+        }
     }
     if !args.disable_dns {
         let listen = args.cluster_dns_listen.unwrap_or(SocketAddr::new(node_ip, 53));
