@@ -1,6 +1,7 @@
 //! End to end: Service traffic through the proxy's nftables rules. A Deployment of
 //! busybox httpd behind a ClusterIP Service is reachable by the ClusterIP from the host
-//! and from another pod, on its NodePort, and a Service without endpoints refuses
+//! and from another pod (by ClusterIP and by DNS name through the cluster DNS), on its
+//! NodePort, and a Service without endpoints refuses
 //! connections. Real binary, real kubectl, real containerd/CNI, real nftables.
 //!
 //! Only one cluster may run on a host at a time (shared `cni0` bridge and the
@@ -69,7 +70,16 @@ spec:
   containers:
   - name: client
     image: busybox
-    command: ["sh", "-c", "for i in $(seq 1 30); do if wget -qO- http://{cluster_ip}/; then echo fetched-through-service; exit 0; fi; sleep 1; done; exit 1"]
+    command:
+    - sh
+    - -c
+    - |
+      fetch() {{ for i in $(seq 1 30); do if wget -qO- "$1"; then return 0; fi; sleep 1; done; return 1; }}
+      fetch http://{cluster_ip}/ && echo fetched-through-service || exit 1
+      # By name: cluster DNS (10.43.0.10, reached through the proxy) and the pod's
+      # search path turn "web" into web.default.svc.cluster.local.
+      fetch http://web/ && echo fetched-by-short-name || exit 2
+      fetch http://web.default.svc.cluster.local/ && echo fetched-by-fqdn || exit 3
 "#
     )
 }
@@ -124,7 +134,7 @@ fn services_are_reachable_through_the_proxy() {
     // From another pod (prerouting hook, through the cni0 bridge).
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], &client_pod(&cluster_ip));
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    let logs = eventually("the client pod's fetch", Duration::from_secs(90), || {
+    let logs = eventually("the client pod's fetch", Duration::from_secs(150), || {
         let phase = c.kubectl_ok(&["get", "pod", "client", "-o", "jsonpath={.status.phase}"]);
         let logs = String::from_utf8_lossy(&c.kubectl(&["logs", "client"]).stdout).into_owned();
         match phase.as_str() {
@@ -134,7 +144,10 @@ fn services_are_reachable_through_the_proxy() {
         }
     });
     assert!(
-        logs.contains("skiff busybox") && logs.contains("fetched-through-service"),
+        logs.contains("skiff busybox")
+            && logs.contains("fetched-through-service")
+            && logs.contains("fetched-by-short-name")
+            && logs.contains("fetched-by-fqdn"),
         "{logs}"
     );
 
