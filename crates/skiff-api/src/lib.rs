@@ -13,6 +13,7 @@
 
 pub mod defaults;
 pub mod events;
+pub mod managed_fields;
 pub mod patch;
 pub mod quantity;
 pub mod registry;

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
-use skiff_api::{patch, registry, table};
+use skiff_api::{managed_fields, patch, registry, table};
 
 use crate::App;
 use crate::list::{self, Selectors};
@@ -53,6 +53,139 @@ fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> 
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Who is writing, for `metadata.managedFields`: the `fieldManager` query
+/// parameter, else the User-Agent's product name (upstream's default, e.g.
+/// `kubectl` or `kube-controller-manager`).
+struct Writer {
+    name: String,
+    api_version: String,
+    now: String,
+}
+
+impl Writer {
+    fn from_request(
+        res: &registry::ResourceInfo,
+        q: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<Self, ApiError> {
+        let name = match q.get("fieldManager") {
+            Some(m) if m.chars().count() > 128 => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldManager: Too long: may not be more than 128 bytes (got {:?})",
+                    m
+                )));
+            }
+            Some(m) if !m.is_empty() => m.clone(),
+            _ => headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .map(|s| s.trim().chars().take(128).collect::<String>())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown".into()),
+        };
+        Ok(Self {
+            name,
+            api_version: res.api_version(),
+            now: now_rfc3339(),
+        })
+    }
+
+    fn manager<'a>(&'a self, subresource: &'a str) -> managed_fields::Manager<'a> {
+        managed_fields::Manager {
+            name: &self.name,
+            api_version: &self.api_version,
+            subresource,
+            now: &self.now,
+        }
+    }
+}
+
+/// Server-side apply (`PATCH` with `application/apply-patch+yaml`): merges the
+/// applied configuration into the object (creating it when absent, 201), taking
+/// ownership of its fields for `fieldManager`; fields other managers own with other
+/// values are a 409 with the conflicts unless `force=true`.
+#[allow(clippy::too_many_arguments)]
+async fn server_side_apply(
+    app: &App,
+    res: &'static registry::ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    q: &HashMap<String, String>,
+    writer: &Writer,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let objects = &app.objects;
+    if sub.is_some() {
+        return Err(ApiError::unsupported_media_type(
+            "server-side apply is supported on the main resource only, not on subresources",
+        ));
+    }
+    if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::bad_request(
+            "PATCH, fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    let opts = write_options(q)?;
+    let force = flag(q, "force");
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
+    let applied: Value =
+        serde_yaml_ng::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request("the apply patch must be an object"));
+    }
+    let kind = applied.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = applied.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    if kind != res.kind || api_version != res.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the apply patch is a {api_version:?} {kind:?}; this endpoint serves {} {}",
+            res.api_version(),
+            res.kind
+        )));
+    }
+    if let Some(n) = applied.pointer("/metadata/name").and_then(Value::as_str)
+        && n != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        )));
+    }
+    let manager = writer.manager("");
+    match objects.get(res, ns, name).await {
+        Err(e) if e.code == 404 => {
+            let mut merged = managed_fields::apply(None, &applied, &manager, force)
+                .map_err(|c| ApiError::apply_conflicts(res, name, &c))?;
+            merged["metadata"]["name"] = json!(name);
+            let w = objects.create(res, ns, merged, opts).await?;
+            Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let (_guard, in_use) = service_allocations(objects, res, None, ns, name).await?;
+            let mut warnings = Vec::new();
+            let out = objects
+                .mutate(res, ns, name, None, opts.dry_run, |cur| {
+                    let merged = managed_fields::apply(Some(cur), &applied, &manager, force)
+                        .map_err(|c| ApiError::apply_conflicts(res, name, &c))?;
+                    let managed = merged.pointer("/metadata/managedFields").cloned();
+                    let (mut n, w) = objects.prepare_update(res, None, cur, merged, opts.field_validation)?;
+                    if let Some(in_use) = &in_use {
+                        objects.allocate_service(&mut n, Some(cur), in_use)?;
+                    }
+                    if let Some(m) = managed {
+                        n["metadata"]["managedFields"] = m;
+                    }
+                    warnings = w;
+                    Ok(n)
+                })
+                .await?;
+            let out = maybe_finish_namespace(app, res, &out).await?;
+            Ok(json_response(StatusCode::OK, &out, &warnings))
+        }
+    }
 }
 
 /// For writes to a Service's spec: the allocation lock (held until the write is
@@ -114,6 +247,7 @@ pub async fn handle(
         return Err(ApiError::no_route());
     }
     let sub = r.subresource.as_deref();
+    let writer = Writer::from_request(res, &q, headers)?;
     // client-go's typed clients send protobuf; everything below works on JSON.
     let body = if !body.is_empty() && content_type(headers).starts_with(crate::proto::MEDIA_TYPE) {
         let obj = crate::proto::decode(&body).map_err(|e| match e {
@@ -179,6 +313,10 @@ pub async fn handle(
                     .to_string();
                 return bind(app, ns.unwrap_or_default(), &name, &obj, &q).await;
             }
+            let mut obj = obj;
+            if obj.is_object() {
+                managed_fields::record_update(None, &mut obj, &writer.manager(""));
+            }
             let w = objects.create(res, ns, obj, write_options(&q)?).await?;
             Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
         }
@@ -205,7 +343,8 @@ pub async fn handle(
                     let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                     let mut next = cur.clone();
                     next["spec"]["replicas"] = json!(replicas);
-                    let (n, w) = objects.prepare_update(res, None, cur, next, opts.field_validation)?;
+                    let (mut n, w) = objects.prepare_update(res, None, cur, next, opts.field_validation)?;
+                    managed_fields::record_update(Some(cur), &mut n, &writer.manager("scale"));
                     warnings = w;
                     Ok(n)
                 })
@@ -230,6 +369,7 @@ pub async fn handle(
                     if let Some(in_use) = &in_use {
                         objects.allocate_service(&mut n, Some(cur), in_use)?;
                     }
+                    managed_fields::record_update(Some(cur), &mut n, &writer.manager(sub.unwrap_or_default()));
                     warnings = w;
                     Ok(n)
                 })
@@ -242,9 +382,7 @@ pub async fn handle(
             let opts = write_options(&q)?;
             let content_type = content_type(headers);
             if content_type.starts_with("application/apply-patch") {
-                return Err(ApiError::unsupported_media_type(
-                    "server-side apply (application/apply-patch+yaml) is not supported yet; use client-side kubectl apply",
-                ));
+                return server_side_apply(app, res, ns, &name, sub, &q, &writer, &body).await;
             }
             let mut warnings = Vec::new();
             let (_guard, in_use) = service_allocations(objects, res, sub, ns, &name).await?;
@@ -260,6 +398,7 @@ pub async fn handle(
                     if let Some(in_use) = &in_use {
                         objects.allocate_service(&mut n, Some(cur), in_use)?;
                     }
+                    managed_fields::record_update(Some(cur), &mut n, &writer.manager(sub.unwrap_or_default()));
                     warnings = w;
                     Ok(n)
                 })

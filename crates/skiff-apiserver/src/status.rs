@@ -100,6 +100,54 @@ impl ApiError {
         }
     }
 
+    /// 409 Conflict for a server-side apply that would take fields other managers
+    /// own, in upstream's form: `Apply failed with N conflict(s): conflict(s) with
+    /// "<manager>" using <apiVersion>: <field>` with one `FieldManagerConflict`
+    /// cause per field.
+    pub fn apply_conflicts(res: &ResourceInfo, name: &str, conflicts: &[skiff_api::managed_fields::Conflict]) -> Self {
+        let n = conflicts.len();
+        let message = if n == 1 {
+            let c = &conflicts[0];
+            format!(
+                "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
+                c.manager, c.api_version, c.field
+            )
+        } else {
+            let mut by_manager: Vec<(String, String, Vec<String>)> = Vec::new();
+            for c in conflicts {
+                match by_manager
+                    .iter_mut()
+                    .find(|(m, v, _)| *m == c.manager && *v == c.api_version)
+                {
+                    Some((_, _, fields)) => fields.push(c.field.clone()),
+                    None => by_manager.push((c.manager.clone(), c.api_version.clone(), vec![c.field.clone()])),
+                }
+            }
+            let parts: Vec<String> = by_manager
+                .iter()
+                .map(|(m, v, fields)| {
+                    let list: Vec<String> = fields.iter().map(|f| format!("- {f}")).collect();
+                    format!("conflicts with \"{m}\" using {v}:\n{}", list.join("\n"))
+                })
+                .collect();
+            format!("Apply failed with {n} conflicts: {}", parts.join("\n"))
+        };
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| {
+                json!({"reason": "FieldManagerConflict",
+                       "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                       "field": c.field})
+            })
+            .collect();
+        let mut d = details(res, name);
+        d["causes"] = json!(causes);
+        Self {
+            details: Some(d),
+            ..Self::new(409, "Conflict", message)
+        }
+    }
+
     /// 410 Gone / Expired (compacted resourceVersion).
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)

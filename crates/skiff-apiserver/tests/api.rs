@@ -412,3 +412,67 @@ async fn services_get_cluster_ips_and_node_ports_that_survive_updates() {
         status.message
     );
 }
+
+#[tokio::test]
+async fn server_side_apply_merges_owns_fields_and_reports_conflicts() {
+    let s = start().await;
+    let deploys: Api<Deployment> = Api::namespaced(s.client.clone(), "default");
+    let manifest = |replicas: i64, tier: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "ssa", "labels": {"app": "ssa", "tier": tier}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "ssa"}},
+                     "template": {"metadata": {"labels": {"app": "ssa"}},
+                                  "spec": {"containers": [{"name": "web", "image": "busybox"}]}}}
+        })
+    };
+    let params = PatchParams::apply("ci");
+    let created = deploys
+        .patch("ssa", &params, &Patch::Apply(manifest(2, "web")))
+        .await
+        .unwrap();
+    assert_eq!(created.spec.as_ref().unwrap().replicas, Some(2));
+    let managed = created.metadata.managed_fields.unwrap();
+    assert_eq!(managed[0].manager.as_deref(), Some("ci"));
+    assert_eq!(managed[0].operation.as_deref(), Some("Apply"));
+
+    // Another manager changes replicas with an ordinary patch.
+    deploys
+        .patch(
+            "ssa",
+            &PatchParams {
+                field_manager: Some("scaler".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    // Re-applying replicas=2 now conflicts with that manager...
+    let err = deploys
+        .patch("ssa", &params, &Patch::Apply(manifest(2, "back")))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected a Status, got {err:?}")
+    };
+    assert_eq!(status.code, 409);
+    assert_eq!(
+        status.message,
+        "Apply failed with 1 conflict: conflict with \"scaler\" using apps/v1: .spec.replicas"
+    );
+    // ...unless forced; and a label dropped from the manifest is removed.
+    let mut without_tier = manifest(2, "x");
+    without_tier["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("tier");
+    let forced = deploys
+        .patch("ssa", &PatchParams::apply("ci").force(), &Patch::Apply(without_tier))
+        .await
+        .unwrap();
+    assert_eq!(forced.spec.unwrap().replicas, Some(2));
+    let labels = forced.metadata.labels.unwrap();
+    assert_eq!(labels.get("tier"), None);
+    assert_eq!(labels.get("app").map(String::as_str), Some("ssa"));
+}
