@@ -6,6 +6,8 @@
 //!   proportional scaling, pause, revision history, status and conditions).
 //! - [`replicaset`]: ReplicaSets -> Pods (claiming, slow-start creation, ranked
 //!   deletion, [`expectations`] over a watch-fed [`pod_cache`]).
+//! - [`job`]: Jobs -> Pods (completions, parallelism, Indexed mode, backoff
+//!   limit, deadline, suspend, tracking finalizers, TTL after finished).
 //! - [`garbage_collector`]: ownerReference-based deletion (background, foreground,
 //!   orphan) over every resource [`discovery`] reports.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
@@ -25,6 +27,7 @@ pub mod discovery;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_cache;
@@ -62,6 +65,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
+        job::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
