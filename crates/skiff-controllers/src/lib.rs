@@ -8,6 +8,8 @@
 //!   deletion, [`expectations`] over a watch-fed [`pod_cache`]).
 //! - [`job`]: Jobs -> Pods (completions, parallelism, Indexed mode, backoff
 //!   limit, deadline, suspend, tracking finalizers, TTL after finished).
+//! - [`cronjob`]: CronJobs -> Jobs on a [`cron`] schedule (time zones,
+//!   concurrency policy, starting deadline, history limits).
 //! - [`garbage_collector`]: ownerReference-based deletion (background, foreground,
 //!   orphan) over every resource [`discovery`] reports.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
@@ -22,6 +24,8 @@
 #![deny(missing_docs)]
 
 pub mod common;
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
@@ -66,6 +70,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
         job::run(client.clone(), shutdown.clone()),
+        cronjob::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),

@@ -212,3 +212,81 @@ async fn indexed_job_completes_every_index_and_is_deleted_after_its_ttl() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_runs_the_missed_schedule_on_resume_and_tracks_the_job() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let cp = ControlPlane::start().await;
+    cp.start_controllers(cp.shutdown.child_token());
+    let cronjobs: Api<CronJob> = Api::namespaced(cp.client.clone(), "default");
+    let cj: CronJob = serde_json::from_value(json!({
+        "metadata": {"name": "tick"},
+        "spec": {"schedule": "*/1 * * * *", "timeZone": "Etc/UTC", "suspend": true,
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"metadata": {"labels": {"app": "tick"}}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}},
+    }))
+    .unwrap();
+    cronjobs.create(&PostParams::default(), &cj).await.unwrap();
+    // Pretend the last run was two minutes ago; resuming then owes one run: the
+    // most recent whole minute.
+    let two_minutes_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(120);
+    cronjobs
+        .patch_status(
+            "tick",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lastScheduleTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(two_minutes_ago)}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs: Api<Job> = Api::namespaced(cp.client.clone(), "default");
+    assert!(
+        jobs.list(&ListParams::default()).await.unwrap().items.is_empty(),
+        "a suspended CronJob starts nothing"
+    );
+    cronjobs
+        .patch(
+            "tick",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    let job = eventually("a job from the cronjob", WAIT, || async {
+        jobs.list(&ListParams::default()).await.ok()?.items.into_iter().next()
+    })
+    .await;
+    let name = job.metadata.name.clone().unwrap();
+    let stamp = &job.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/cronjob-scheduled-timestamp"];
+    let scheduled: jiff::Timestamp = stamp.parse().unwrap();
+    assert_eq!(scheduled.as_second() % 60, 0, "scheduled on a whole minute");
+    assert_eq!(name, format!("tick-{}", scheduled.as_second() / 60));
+    assert_eq!(job.metadata.labels.as_ref().unwrap()["app"], "tick");
+    let status = eventually("the job listed as active", WAIT, || async {
+        let s = cronjobs.get("tick").await.ok()?.status?;
+        s.active
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|r| r.name.as_deref() == Some(name.as_str())))
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(status.last_schedule_time.map(|t| t.0), Some(scheduled));
+
+    // The Job's pod succeeds: the CronJob records a successful run.
+    let status = eventually("lastSuccessfulTime", WAIT, || async {
+        for p in job_pods(&cp.client, &name).await {
+            if phase(&p) == "Pending" {
+                set_phase(&cp.client, &p, "Succeeded").await;
+            }
+        }
+        let s = cronjobs.get("tick").await.ok()?.status?;
+        (s.last_successful_time.is_some() && s.active.as_ref().is_none_or(|a| a.is_empty())).then_some(s)
+    })
+    .await;
+    assert!(status.last_successful_time.unwrap().0 >= scheduled);
+    // Only the most recent missed time ran, not the older one.
+    for j in jobs.list(&ListParams::default()).await.unwrap().items {
+        assert!(j.metadata.name.unwrap() >= name);
+    }
+}
