@@ -10,6 +10,8 @@
 //!   limit, deadline, suspend, tracking finalizers, TTL after finished).
 //! - [`cronjob`]: CronJobs -> Jobs on a [`cron`] schedule (time zones,
 //!   concurrency policy, starting deadline, history limits).
+//! - [`daemonset`]: DaemonSets -> one Pod per eligible node ([`scheduling`]
+//!   predicates, rolling update or OnDelete over [`revision`]s).
 //! - [`garbage_collector`]: ownerReference-based deletion (background, foreground,
 //!   orphan) over every resource [`discovery`] reports.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
@@ -26,6 +28,7 @@
 pub mod common;
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
@@ -36,7 +39,9 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_cache;
 pub mod replicaset;
+pub mod revision;
 pub mod rollout;
+pub mod scheduling;
 pub mod serviceaccount;
 
 use tokio_util::sync::CancellationToken;
@@ -71,6 +76,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         deployment::run(client.clone(), shutdown.clone()),
         job::run(client.clone(), shutdown.clone()),
         cronjob::run(client.clone(), shutdown.clone()),
+        daemonset::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
