@@ -12,6 +12,8 @@
 //!   concurrency policy, starting deadline, history limits).
 //! - [`daemonset`]: DaemonSets -> one Pod per eligible node ([`scheduling`]
 //!   predicates, rolling update or OnDelete over [`revision`]s).
+//! - [`statefulset`]: StatefulSets -> ordered Pods with stable names and
+//!   PersistentVolumeClaims (OrderedReady/Parallel, partitioned rolling update).
 //! - [`garbage_collector`]: ownerReference-based deletion (background, foreground,
 //!   orphan) over every resource [`discovery`] reports.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
@@ -43,6 +45,7 @@ pub mod revision;
 pub mod rollout;
 pub mod scheduling;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +80,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         job::run(client.clone(), shutdown.clone()),
         cronjob::run(client.clone(), shutdown.clone()),
         daemonset::run(client.clone(), shutdown.clone()),
+        statefulset::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
