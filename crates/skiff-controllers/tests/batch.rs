@@ -290,3 +290,50 @@ async fn cronjob_runs_the_missed_schedule_on_resume_and_tracks_the_job() {
         assert!(j.metadata.name.unwrap() >= name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_job_starts_on_resume_and_deadline_fails_it() {
+    let cp = ControlPlane::start().await;
+    cp.start_controllers(cp.shutdown.child_token());
+    let jobs: Api<Job> = Api::namespaced(cp.client.clone(), "default");
+    let spec = json!({"completions": 4, "parallelism": 2, "suspend": true, "activeDeadlineSeconds": 2});
+    jobs.create(&PostParams::default(), &job("later", spec)).await.unwrap();
+    let suspended = eventually("the Suspended condition", WAIT, || async {
+        let j = jobs.get("later").await.ok()?;
+        has_condition(&j, "Suspended").then_some(j)
+    })
+    .await;
+    assert!(
+        suspended.status.unwrap().start_time.is_none(),
+        "a suspended job has not started"
+    );
+    assert!(job_pods(&cp.client, "later").await.is_empty());
+
+    jobs.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    eventually("two pods after resuming", WAIT, || async {
+        (job_pods(&cp.client, "later").await.len() == 2).then_some(())
+    })
+    .await;
+    // Nothing finishes: the deadline (counted from the resume) fails the job and
+    // its running pods are removed.
+    let failed = eventually("the deadline to fail the job", WAIT, || async {
+        let j = jobs.get("later").await.ok()?;
+        has_condition(&j, "Failed").then_some(j)
+    })
+    .await;
+    let s = failed.status.clone().unwrap();
+    let cond = s.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(cond.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(s.active.unwrap_or(0), 0);
+    assert!(!has_condition(&failed, "Suspended"));
+    eventually("the job's pods removed", WAIT, || async {
+        job_pods(&cp.client, "later").await.is_empty().then_some(())
+    })
+    .await;
+}
