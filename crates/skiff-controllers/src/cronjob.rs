@@ -152,6 +152,39 @@ pub fn job_from_template(cj: &CronJob, scheduled: Timestamp, tz: &TimeZone) -> J
     }
 }
 
+/// What to do at a scheduled time (upstream `syncCronJob` concurrency handling).
+#[derive(Debug)]
+pub enum Start {
+    /// The Job for this time exists already (an earlier sync created it): only
+    /// record the time.
+    AlreadyCreated,
+    /// `Forbid` with a Job still running: skip this time.
+    Skip,
+    /// Create the Job, after deleting these running ones (`Replace`).
+    Create {
+        /// Running Jobs to delete first.
+        replace: Vec<Arc<Job>>,
+    },
+}
+
+/// Applies `concurrencyPolicy` (`Allow`, `Forbid`, `Replace`) to the CronJob's
+/// Jobs for the Job named `name`.
+pub fn start(policy: &str, name: &str, children: &[Arc<Job>]) -> Start {
+    if children.iter().any(|j| j.metadata.name.as_deref() == Some(name)) {
+        return Start::AlreadyCreated;
+    }
+    let running: Vec<Arc<Job>> = children
+        .iter()
+        .filter(|j| job_finished(j).is_none() && j.metadata.deletion_timestamp.is_none())
+        .cloned()
+        .collect();
+    match policy {
+        "Forbid" if !running.is_empty() => Start::Skip,
+        "Replace" => Start::Create { replace: running },
+        _ => Start::Create { replace: Vec::new() },
+    }
+}
+
 fn started(j: &Job) -> Option<Timestamp> {
     j.status
         .as_ref()
@@ -315,53 +348,57 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
                 let suspended = spec.suspend == Some(true);
                 if let Some(scheduled) = d.run.filter(|_| !suspended) {
-                    if policy == "Forbid" && !active.is_empty() {
-                        let msg =
-                            "Not starting job because prior execution is running and concurrency policy is Forbid";
-                        ctx.event(&cj, EventType::Normal, "JobAlreadyActive", msg).await;
-                    } else {
-                        if policy == "Replace" {
-                            for j in children
-                                .iter()
-                                .filter(|j| job_finished(j).is_none() && j.metadata.deletion_timestamp.is_none())
-                            {
+                    let step = start(policy, &job_name(&name, scheduled), &children);
+                    match step {
+                        Start::AlreadyCreated => {
+                            status.last_schedule_time = Some(Time(scheduled));
+                        }
+                        Start::Skip => {
+                            let msg =
+                                "Not starting job because prior execution is running and concurrency policy is Forbid";
+                            ctx.event(&cj, EventType::Normal, "JobAlreadyActive", msg).await;
+                        }
+                        Start::Create { replace } => {
+                            for j in &replace {
                                 ctx.delete_job(&cj, j, " (concurrency policy Replace)").await?;
                             }
-                            active.clear();
-                        }
-                        let job = job_from_template(&cj, scheduled, &tz);
-                        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-                        let created = match jobs.create(&PostParams::default(), &job).await {
-                            Ok(j) => {
-                                let msg = format!("Created job {}", j.metadata.name.as_deref().unwrap_or_default());
-                                ctx.event(&cj, EventType::Normal, "SuccessfulCreate", &msg).await;
-                                Some(j)
+                            if !replace.is_empty() {
+                                active.clear();
                             }
-                            Err(e) if is_conflict(&e) => {
-                                // Created by an earlier sync whose status write was lost.
-                                let existing = jobs.get(job.metadata.name.as_deref().unwrap_or_default()).await?;
-                                if controller_of(&existing.metadata).is_none_or(|r| r.uid != uid) {
-                                    ctx.event(&cj, EventType::Warning, "FailedCreate", &e.to_string()).await;
+                            let job = job_from_template(&cj, scheduled, &tz);
+                            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+                            let created = match jobs.create(&PostParams::default(), &job).await {
+                                Ok(j) => {
+                                    let msg = format!("Created job {}", j.metadata.name.as_deref().unwrap_or_default());
+                                    ctx.event(&cj, EventType::Normal, "SuccessfulCreate", &msg).await;
+                                    Some(j)
+                                }
+                                Err(e) if is_conflict(&e) => {
+                                    // Created by an earlier sync whose status write was lost.
+                                    let existing = jobs.get(job.metadata.name.as_deref().unwrap_or_default()).await?;
+                                    if controller_of(&existing.metadata).is_none_or(|r| r.uid != uid) {
+                                        ctx.event(&cj, EventType::Warning, "FailedCreate", &e.to_string()).await;
+                                        return Err(e.into());
+                                    }
+                                    Some(existing)
+                                }
+                                Err(e) => {
+                                    ctx.event(
+                                        &cj,
+                                        EventType::Warning,
+                                        "FailedCreate",
+                                        &format!("Error creating job: {e}"),
+                                    )
+                                    .await;
                                     return Err(e.into());
                                 }
-                                Some(existing)
+                            };
+                            if let Some(j) = created {
+                                if job_finished(&j).is_none() && !active.iter().any(|r| r.uid == j.metadata.uid) {
+                                    active.push(job_ref(&j));
+                                }
+                                status.last_schedule_time = Some(Time(scheduled));
                             }
-                            Err(e) => {
-                                ctx.event(
-                                    &cj,
-                                    EventType::Warning,
-                                    "FailedCreate",
-                                    &format!("Error creating job: {e}"),
-                                )
-                                .await;
-                                return Err(e.into());
-                            }
-                        };
-                        if let Some(j) = created {
-                            if job_finished(&j).is_none() && !active.iter().any(|r| r.uid == j.metadata.uid) {
-                                active.push(job_ref(&j));
-                            }
-                            status.last_schedule_time = Some(Time(scheduled));
                         }
                     }
                 }
@@ -551,6 +588,28 @@ mod tests {
             j.metadata.annotations.as_ref().unwrap()[SCHEDULED_TIMESTAMP],
             "2026-03-01T05:01:00-05:00"
         );
+    }
+
+    #[test]
+    fn concurrency_policy_decides_how_a_time_starts() {
+        let job = |name: &str, cond: Option<&str>| -> Arc<Job> {
+            let conds = cond.map(|c| json!([{"type": c, "status": "True"}]));
+            Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": name}, "status": {"conditions": conds}})).unwrap(),
+            )
+        };
+        let running = vec![job("cj-1", None), job("cj-0", Some("Complete"))];
+        let done = vec![job("cj-0", Some("Complete"))];
+        assert!(matches!(start("Allow", "cj-2", &running), Start::Create { replace } if replace.is_empty()));
+        assert!(matches!(start("Forbid", "cj-2", &running), Start::Skip));
+        assert!(matches!(start("Forbid", "cj-2", &done), Start::Create { .. }));
+        let Start::Create { replace } = start("Replace", "cj-2", &running) else {
+            panic!("Replace creates")
+        };
+        assert_eq!(replace.len(), 1);
+        assert_eq!(replace[0].metadata.name.as_deref(), Some("cj-1"));
+        assert!(matches!(start("Forbid", "cj-1", &running), Start::AlreadyCreated));
+        assert!(matches!(start("Replace", "cj-1", &running), Start::AlreadyCreated));
     }
 
     #[test]
