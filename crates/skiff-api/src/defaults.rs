@@ -53,8 +53,20 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
                     pod_spec(ps);
                 }
             }
+            match kind {
+                "Job" => job(object),
+                "DaemonSet" => daemon_set(object),
+                "StatefulSet" => stateful_set(object),
+                _ => {}
+            }
         }
         ("batch", "CronJob") => {
+            if let Some(spec) = object.get_mut("spec").and_then(obj) {
+                default_field(spec, "concurrencyPolicy", json!("Allow"));
+                default_field(spec, "suspend", json!(false));
+                default_field(spec, "successfulJobsHistoryLimit", json!(3));
+                default_field(spec, "failedJobsHistoryLimit", json!(1));
+            }
             if let Some(ps) = object.pointer_mut("/spec/jobTemplate/spec/template/spec") {
                 pod_spec(ps);
             }
@@ -72,6 +84,135 @@ fn copy_template_labels(object: &mut Value) {
             .is_none_or(|l| l.as_object().is_none_or(Map::is_empty))
     {
         meta.insert("labels".into(), labels);
+    }
+}
+
+/// Upstream `SetDefaults_Job` plus the Job strategy's create-time selector
+/// generation: without `manualSelector: true` and a selector, the selector matches
+/// the Job's uid and the template gets the uid and name labels (both the
+/// `batch.kubernetes.io/` and the legacy spelling).
+fn job(object: &mut Value) {
+    let uid = object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let Some(spec) = object.get_mut("spec").and_then(obj) else {
+        return;
+    };
+    let both_unset =
+        spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null);
+    if both_unset {
+        spec.insert("completions".into(), json!(1));
+    }
+    default_field(spec, "parallelism", json!(1));
+    let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+    default_field(spec, "backoffLimit", json!(if per_index { i32::MAX } else { 6 }));
+    default_field(spec, "completionMode", json!("NonIndexed"));
+    default_field(spec, "suspend", json!(false));
+    let has_failure_policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
+    default_field(
+        spec,
+        "podReplacementPolicy",
+        json!(if has_failure_policy {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        }),
+    );
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    let has_selector = spec.get("selector").is_some_and(|v| !v.is_null());
+    if manual || has_selector {
+        return;
+    }
+    let (Some(uid), Some(name)) = (uid, name) else { return };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    let Some(template) = template.as_object_mut() else {
+        return;
+    };
+    let meta = template.entry("metadata").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else { return };
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if labels.is_null() {
+        *labels = json!({});
+    }
+    if let Some(labels) = labels.as_object_mut() {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.insert(k.into(), json!(v));
+        }
+    }
+}
+
+/// Upstream apps/v1 `SetDefaults_DaemonSet`.
+fn daemon_set(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(obj) else {
+        return;
+    };
+    default_field(spec, "revisionHistoryLimit", json!(10));
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if strategy.is_null() {
+        *strategy = json!({});
+    }
+    if let Some(s) = strategy.as_object_mut() {
+        default_field(s, "type", json!("RollingUpdate"));
+        if s.get("type") == Some(&json!("RollingUpdate")) {
+            let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default_field(ru, "maxUnavailable", json!(1));
+                default_field(ru, "maxSurge", json!(0));
+            }
+        }
+    }
+}
+
+/// Upstream apps/v1 `SetDefaults_StatefulSet` (replicas are defaulted by the caller).
+fn stateful_set(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec").and_then(obj) else {
+        return;
+    };
+    default_field(spec, "podManagementPolicy", json!("OrderedReady"));
+    default_field(spec, "revisionHistoryLimit", json!(10));
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if strategy.is_null() {
+        *strategy = json!({});
+    }
+    if let Some(s) = strategy.as_object_mut() {
+        default_field(s, "type", json!("RollingUpdate"));
+        if s.get("type") == Some(&json!("RollingUpdate")) {
+            let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default_field(ru, "partition", json!(0));
+            }
+        }
+    }
+    let retention = spec
+        .entry("persistentVolumeClaimRetentionPolicy")
+        .or_insert_with(|| json!({}));
+    if retention.is_null() {
+        *retention = json!({});
+    }
+    if let Some(r) = retention.as_object_mut() {
+        default_field(r, "whenDeleted", json!("Retain"));
+        default_field(r, "whenScaled", json!("Retain"));
+    }
+    if let Some(Value::Array(claims)) = spec.get_mut("volumeClaimTemplates") {
+        for c in claims.iter_mut() {
+            if let Some(s) = c.get_mut("spec").and_then(obj) {
+                default_field(s, "volumeMode", json!("Filesystem"));
+            }
+        }
     }
 }
 
@@ -231,6 +372,63 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn job_defaults_generate_a_selector_from_the_uid() {
+        let mut j = json!({"metadata": {"name": "pi", "uid": "u-1"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}}});
+        apply("batch", "Job", &mut j);
+        assert_eq!(j["spec"]["completions"], 1);
+        assert_eq!(j["spec"]["parallelism"], 1);
+        assert_eq!(j["spec"]["backoffLimit"], 6);
+        assert_eq!(j["spec"]["completionMode"], "NonIndexed");
+        assert_eq!(j["spec"]["suspend"], false);
+        assert_eq!(j["spec"]["podReplacementPolicy"], "TerminatingOrFailed");
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        let labels = &j["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(labels["controller-uid"], "u-1");
+        assert_eq!(labels["job-name"], "pi");
+
+        // A work queue keeps completions unset; a manual selector is left alone.
+        let mut q = json!({"metadata": {"name": "q", "uid": "u-2"},
+            "spec": {"parallelism": 3, "manualSelector": true, "template": {"spec": {"containers": []}}}});
+        apply("batch", "Job", &mut q);
+        assert!(q["spec"].get("completions").is_none());
+        assert!(q["spec"].get("selector").is_none());
+        assert_eq!(q["spec"]["parallelism"], 3);
+    }
+
+    #[test]
+    fn cronjob_daemonset_statefulset_defaults() {
+        let mut c = json!({"spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}});
+        apply("batch", "CronJob", &mut c);
+        assert_eq!(c["spec"]["concurrencyPolicy"], "Allow");
+        assert_eq!(c["spec"]["successfulJobsHistoryLimit"], 3);
+        assert_eq!(c["spec"]["failedJobsHistoryLimit"], 1);
+        assert_eq!(c["spec"]["suspend"], false);
+
+        let mut d = json!({"spec": {"template": {"spec": {"containers": []}}}});
+        apply("apps", "DaemonSet", &mut d);
+        assert_eq!(d["spec"]["updateStrategy"]["type"], "RollingUpdate");
+        assert_eq!(d["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1);
+        assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+
+        let mut s = json!({"spec": {"template": {"spec": {"containers": []}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {}}]}});
+        apply("apps", "StatefulSet", &mut s);
+        assert_eq!(s["spec"]["replicas"], 1);
+        assert_eq!(s["spec"]["podManagementPolicy"], "OrderedReady");
+        assert_eq!(s["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0);
+        assert_eq!(
+            s["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"],
+            "Retain"
+        );
+        assert_eq!(s["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"], "Filesystem");
     }
 
     #[test]

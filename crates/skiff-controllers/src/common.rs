@@ -140,3 +140,50 @@ pub fn selector_string(sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Lab
     }
     parts.join(",")
 }
+
+/// Sets (`owner: Some`) or removes (`None`) the controller reference of `owner_uid`
+/// on a pod, keeping its other owner references (upstream adoption and release in
+/// `PodControllerRefManager`). The patch carries the pod's uid as a precondition,
+/// so a pod recreated under the same name is never touched.
+pub async fn set_controller_ref(
+    client: &kube::Client,
+    pod: &Pod,
+    owner_uid: &str,
+    owner: Option<OwnerReference>,
+) -> Result<Pod, kube::Error> {
+    let mut refs: Vec<OwnerReference> = pod
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.uid != owner_uid)
+        .collect();
+    refs.extend(owner);
+    let patch = serde_json::json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
+    Api::<Pod>::namespaced(client.clone(), pod.metadata.namespace.as_deref().unwrap_or_default())
+        .patch(
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+}
+
+/// Whether an API error is a 404 NotFound.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether an API error is a 409 Conflict (stale resourceVersion or AlreadyExists).
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Whether the pod has a condition `type_` with status True.
+pub fn has_true_condition(p: &Pod, type_: &str) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}

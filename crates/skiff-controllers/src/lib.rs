@@ -6,6 +6,14 @@
 //!   proportional scaling, pause, revision history, status and conditions).
 //! - [`replicaset`]: ReplicaSets -> Pods (claiming, slow-start creation, ranked
 //!   deletion, [`expectations`] over a watch-fed [`pod_cache`]).
+//! - [`job`]: Jobs -> Pods (completions, parallelism, Indexed mode, backoff
+//!   limit, deadline, suspend, tracking finalizers, TTL after finished).
+//! - [`cronjob`]: CronJobs -> Jobs on a [`cron`] schedule (time zones,
+//!   concurrency policy, starting deadline, history limits).
+//! - [`daemonset`]: DaemonSets -> one Pod per eligible node ([`scheduling`]
+//!   predicates, rolling update or OnDelete over [`revision`]s).
+//! - [`statefulset`]: StatefulSets -> ordered Pods with stable names and
+//!   PersistentVolumeClaims (OrderedReady/Parallel, partitioned rolling update).
 //! - [`garbage_collector`]: ownerReference-based deletion (background, foreground,
 //!   orphan) over every resource [`discovery`] reports.
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
@@ -20,17 +28,24 @@
 #![deny(missing_docs)]
 
 pub mod common;
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_cache;
 pub mod replicaset;
+pub mod revision;
 pub mod rollout;
+pub mod scheduling;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +77,10 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
+        job::run(client.clone(), shutdown.clone()),
+        cronjob::run(client.clone(), shutdown.clone()),
+        daemonset::run(client.clone(), shutdown.clone()),
+        statefulset::run(client.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
