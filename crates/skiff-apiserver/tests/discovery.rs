@@ -322,3 +322,53 @@ async fn kubectl_api_resources_uses_two_discovery_requests() {
     assert_eq!(count("/apis/apps/v1"), 0, "{stderr}");
     assert_eq!(count("/api/v1?"), 0, "{stderr}");
 }
+
+/// kubectl 1.28, which loads `/openapi/v2` (protobuf) before `apply`, if it is
+/// installed next to the machine's kubectl (as `kubectl.1.28`).
+fn kubectl_1_28() -> Option<std::path::PathBuf> {
+    let p = std::fs::canonicalize(kubectl()?).ok()?.parent()?.join("kubectl.1.28");
+    p.is_file().then_some(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_28_applies_and_patches_with_openapi_v2() {
+    let Some(kubectl) = kubectl_1_28() else {
+        eprintln!("kubectl.1.28 is not installed; skipping");
+        return;
+    };
+    let s = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let apply = |replicas: u32, port: u32| {
+        let manifest = dir.path().join(format!("deploy-{replicas}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n        ports:\n        - containerPort: {port}\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["apply", "-f"])
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(apply(2, 80).contains("created"));
+    assert!(apply(3, 8080).contains("configured"));
+    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(s.client.clone(), "default");
+    let d = deploys.get("web").await.unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let ports = spec.template.spec.unwrap().containers[0].ports.clone().unwrap();
+    assert_eq!(ports.iter().map(|p| p.container_port).collect::<Vec<_>>(), [8080]);
+}
