@@ -1,8 +1,11 @@
 //! OpenAPI schemas of the API types, derived from the upstream `.proto` definitions
 //! the apiserver already embeds for protobuf decoding ([`crate::proto`]) and from
 //! their doc comments, which keep the Go markers upstream's `openapi-gen` reads
-//! (`+optional`, `+patchMergeKey`, `+patchStrategy`, `+listType`, `+listMapKey`,
-//! `+mapType`, `+structType`).
+//! (`+patchMergeKey`, `+patchStrategy`, `+listType`, `+listMapKey`, `+mapType`,
+//! `+structType`). `required` is not published: upstream derives it from `+optional`
+//! together with the Go json tags' `omitempty`, and the `.proto` files carry only the
+//! former, so it would mark optional fields (e.g. `PodSpec.initContainers`) as
+//! required.
 //!
 //! Shapes follow upstream's published definitions (api/openapi-spec/swagger.json):
 //! definition names are the Go package path reversed into `io.k8s.…`
@@ -172,8 +175,7 @@ impl SchemaBuilder {
         let docs = docs();
         let mut schema = special_schema(md.full_name()).unwrap_or_else(|| {
             let mut properties = Map::new();
-            let mut required = Vec::new();
-            self.collect_fields(md, &mut properties, &mut required);
+            self.collect_fields(md, &mut properties);
             let top_level = md.field_by_name("metadata").is_some_and(|f| {
                 matches!(f.runtime_field_type(), RuntimeFieldType::Singular(RuntimeType::Message(m))
                     if matches!(m.name(), "ObjectMeta" | "ListMeta"))
@@ -192,10 +194,6 @@ impl SchemaBuilder {
             if !properties.is_empty() {
                 s["properties"] = Value::Object(properties);
             }
-            if !required.is_empty() {
-                required.sort();
-                s["required"] = json!(required);
-            }
             s
         });
         if let Some(desc) = docs.messages.get(md.full_name()).filter(|d| !d.is_empty()) {
@@ -204,18 +202,13 @@ impl SchemaBuilder {
         schema
     }
 
-    fn collect_fields(
-        &mut self,
-        md: &MessageDescriptor,
-        properties: &mut Map<String, Value>,
-        required: &mut Vec<String>,
-    ) {
+    fn collect_fields(&mut self, md: &MessageDescriptor, properties: &mut Map<String, Value>) {
         let docs = docs();
         for field in md.fields() {
             if crate::proto::is_inline(&field)
                 && let RuntimeFieldType::Singular(RuntimeType::Message(inner)) = field.runtime_field_type()
             {
-                self.collect_fields(&inner, properties, required);
+                self.collect_fields(&inner, properties);
                 continue;
             }
             let name = field.name().to_string();
@@ -232,11 +225,9 @@ impl SchemaBuilder {
             if !doc.description.is_empty() {
                 s["description"] = json!(doc.description);
             }
-            let mut optional = false;
             let mut map_keys = Vec::new();
             for (k, v) in &doc.markers {
                 match k.as_str() {
-                    "optional" => optional = true,
                     "patchMergeKey" => s["x-kubernetes-patch-merge-key"] = json!(v),
                     "patchStrategy" => s["x-kubernetes-patch-strategy"] = json!(v),
                     "listType" => s["x-kubernetes-list-type"] = json!(v),
@@ -247,11 +238,6 @@ impl SchemaBuilder {
             }
             if !map_keys.is_empty() {
                 s["x-kubernetes-list-map-keys"] = json!(map_keys);
-            }
-            // Only documented fields without `+optional` are required, as openapi-gen
-            // decides from the same markers.
-            if !optional && docs.fields.contains_key(&(md.full_name().to_string(), name.clone())) {
-                required.push(name.clone());
             }
             properties.insert(name, s);
         }
@@ -318,8 +304,9 @@ mod tests {
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
         assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
-        assert!(spec["required"].as_array().unwrap().contains(&json!("containers")));
-        assert!(!spec["required"].as_array().unwrap().contains(&json!("volumes")));
+        // `required` is left out: `+optional` alone does not decide it (upstream also
+        // reads `omitempty` from the Go json tags, which the .proto files lack).
+        assert!(spec.get("required").is_none());
         assert!(spec["description"].as_str().unwrap().contains("PodSpec"));
         // VolumeSource is inlined into Volume.
         assert!(defs["io.k8s.api.core.v1.Volume"]["properties"]["configMap"].is_object());
