@@ -83,5 +83,89 @@ fn main() {
     let bytes = protobuf::Message::write_to_bytes(&set).expect("encode descriptor set");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("k8s-descriptors.bin");
     std::fs::write(&out, bytes).expect("write descriptor set");
+    let mut docs = String::new();
+    for input in &inputs {
+        let text = std::fs::read_to_string(input).expect("read a .proto file");
+        scan_docs(&text, &mut docs);
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("k8s-field-docs.tsv");
+    std::fs::write(&out, docs).expect("write field docs");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Escapes a value for one TSV cell.
+fn cell(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n")
+}
+
+/// Extracts the doc comments of messages and fields, which upstream's generator
+/// wrote from the Go doc comments, markers included (`+optional`,
+/// `+patchMergeKey=name`, `+listType=map`, ...). Writes one TSV line per message
+/// (`M`, full name, description) and per field (`F`, message, field, description,
+/// `;`-separated markers), for the OpenAPI schemas.
+fn scan_docs(text: &str, out: &mut String) {
+    let mut package = String::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut comment: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(c) = line.strip_prefix("//") {
+            comment.push(c.strip_prefix(' ').unwrap_or(c).to_string());
+            continue;
+        }
+        let (desc, markers) = split_comment(&comment);
+        comment.clear();
+        if let Some(p) = line.strip_prefix("package ") {
+            package = p.trim_end_matches(';').trim().to_string();
+        } else if let Some(m) = line.strip_prefix("message ") {
+            let name = m.trim_end_matches('{').trim().to_string();
+            stack.push(name);
+            out.push_str(&format!("M\t{package}.{}\t{}\n", stack.join("."), cell(&desc)));
+        } else if line.starts_with("enum ") || line.starts_with("oneof ") {
+            stack.push(String::new());
+        } else if line == "}" {
+            stack.pop();
+        } else if let Some(decl) = line.strip_suffix(';')
+            && let Some((lhs, _number)) = decl.split_once('=')
+            && !stack.is_empty()
+            && !stack.last().is_some_and(String::is_empty)
+        {
+            let Some(field) = lhs.split_whitespace().last() else {
+                continue;
+            };
+            out.push_str(&format!(
+                "F\t{package}.{}\t{field}\t{}\t{}\n",
+                stack.join("."),
+                cell(&desc),
+                cell(&markers.join(";"))
+            ));
+        }
+    }
+}
+
+/// Splits comment lines into the description (lines joined with spaces,
+/// paragraphs with a blank line) and the `+marker` lines.
+fn split_comment(lines: &[String]) -> (String, Vec<String>) {
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut markers = Vec::new();
+    for l in lines {
+        let l = l.trim_end();
+        if let Some(m) = l.strip_prefix('+') {
+            markers.push(m.trim().to_string());
+        } else if l.trim().is_empty() {
+            if !current.is_empty() {
+                paragraphs.push(std::mem::take(&mut current));
+            }
+        } else {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(l.trim());
+        }
+    }
+    if !current.is_empty() {
+        paragraphs.push(current);
+    }
+    (paragraphs.join("\n\n"), markers)
 }

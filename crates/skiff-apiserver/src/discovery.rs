@@ -44,19 +44,51 @@ pub fn group(name: &str) -> Option<Value> {
     })
 }
 
-fn sub_entry(r: &ResourceInfo, sub: &str) -> Value {
-    let (kind, verbs, group, version): (&str, &[&str], Option<&str>, Option<&str>) = match sub {
-        "status" => (r.kind, &["get", "patch", "update"], None, None),
-        "scale" => ("Scale", &["get", "patch", "update"], Some("autoscaling"), Some("v1")),
-        "binding" => ("Binding", &["create"], None, None),
-        "log" => ("Pod", &["get"], None, None),
-        "finalize" => ("Namespace", &["update"], None, None),
-        _ => (r.kind, &["get"], None, None),
+/// What a subresource answers with: the kind its responses carry and the verbs it
+/// supports, as upstream registers them (k8s.io/kubernetes/pkg/registry: `status`
+/// returns the parent kind, `scale` an `autoscaling/v1` `Scale`, `binding` a
+/// `Binding`, `log` is a streamed `get` on a Pod, `finalize` updates a Namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubresourceInfo {
+    /// Group of the response kind (`""` for core).
+    pub group: &'static str,
+    /// Version of the response kind.
+    pub version: &'static str,
+    /// Response kind, e.g. `Scale`.
+    pub kind: &'static str,
+    /// Verbs of the subresource.
+    pub verbs: &'static [&'static str],
+}
+
+/// The [`SubresourceInfo`] of subresource `sub` of `r`.
+pub fn subresource(r: &ResourceInfo, sub: &str) -> SubresourceInfo {
+    let same = |kind, verbs| SubresourceInfo {
+        group: r.group,
+        version: r.version,
+        kind,
+        verbs,
     };
-    let mut e = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
-    if let (Some(g), Some(v)) = (group, version) {
-        e["group"] = json!(g);
-        e["version"] = json!(v);
+    match sub {
+        "status" => same(r.kind, &["get", "patch", "update"]),
+        "scale" => SubresourceInfo {
+            group: "autoscaling",
+            version: "v1",
+            kind: "Scale",
+            verbs: &["get", "patch", "update"],
+        },
+        "binding" => same("Binding", &["create"]),
+        "log" => same("Pod", &["get"]),
+        "finalize" => same("Namespace", &["update"]),
+        _ => same(r.kind, &["get"]),
+    }
+}
+
+fn sub_entry(r: &ResourceInfo, sub: &str) -> Value {
+    let info = subresource(r, sub);
+    let mut e = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": info.kind, "verbs": info.verbs});
+    if (info.group, info.version) != (r.group, r.version) {
+        e["group"] = json!(info.group);
+        e["version"] = json!(info.version);
     }
     e
 }

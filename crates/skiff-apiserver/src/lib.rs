@@ -5,6 +5,8 @@
 //! clients by x509 certificates signed by the cluster CA ([`pki`]).
 #![deny(missing_docs)]
 
+pub mod accept;
+pub mod aggregated_discovery;
 pub mod compaction;
 pub mod discovery;
 pub mod kubernetes_service;
@@ -12,6 +14,9 @@ pub mod list;
 pub mod logs;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_schema;
+pub mod openapi_v2;
+pub mod openapi_v2_proto;
 pub mod pki;
 pub mod proto;
 pub mod request;

@@ -95,7 +95,7 @@ fn package_suffix(api_version: &str) -> String {
     }
 }
 
-fn message_for(api_version: &str, kind: &str) -> Result<MessageDescriptor, ProtoError> {
+pub(crate) fn message_for(api_version: &str, kind: &str) -> Result<MessageDescriptor, ProtoError> {
     let candidates = registry().by_name.get(kind);
     let package_of = |m: &MessageDescriptor| {
         m.full_name()
@@ -217,7 +217,7 @@ fn message_to_json(msg: &dyn protobuf::MessageDyn) -> Value {
 
 /// Go structs embedded with `json:",inline"`: their proto form is a nested message
 /// field, their JSON form has the nested fields in the parent object.
-fn is_inline(field: &protobuf::reflect::FieldDescriptor) -> bool {
+pub(crate) fn is_inline(field: &protobuf::reflect::FieldDescriptor) -> bool {
     const INLINE: &[&str] = &[
         "LocalObjectReference",
         "VolumeSource",

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::status::ApiError;
-use crate::{App, Error, discovery, request, rest};
+use crate::{App, Error, aggregated_discovery, discovery, request, rest};
 
 /// Whether the connection presented a client certificate signed by the cluster CA.
 #[derive(Debug, Clone, Copy)]
@@ -135,11 +135,31 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
     let q: HashMap<String, String> = request::parse_query(req.uri().query());
     if method == Method::GET {
         let trimmed = path.trim_end_matches('/');
+        let root = match trimmed {
+            "/api" => Some(aggregated_discovery::Root::Api),
+            "/apis" => Some(aggregated_discovery::Root::Apis),
+            _ => None,
+        };
+        if let Some(root) = root {
+            let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            if let aggregated_discovery::Negotiated::Aggregated(version) = aggregated_discovery::negotiate(accept) {
+                return Ok(aggregated_discovery::response(root, version, req.headers()));
+            }
+            let doc = match root {
+                aggregated_discovery::Root::Api => discovery::core_versions(&app.server_address),
+                aggregated_discovery::Root::Apis => discovery::group_list(),
+            };
+            let mut resp = rest::json_response(StatusCode::OK, &doc, &[]);
+            resp.headers_mut()
+                .insert(header::VARY, http::HeaderValue::from_static("Accept"));
+            return Ok(resp);
+        }
+        if trimmed == "/openapi/v2" {
+            return crate::openapi_v2::response(req.headers());
+        }
         let doc = match trimmed {
-            "/api" => Some(discovery::core_versions(&app.server_address)),
             "/openapi/v3" => Some(crate::openapi::index()),
             "/openapi/v3/api/v1" => crate::openapi::document("", "v1"),
-            "/apis" => Some(discovery::group_list()),
             "/api/v1" => discovery::resource_list("", "v1"),
             _ => {
                 let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
