@@ -7,6 +7,7 @@
 //! /tmp/skiff-e2e.lock cargo nextest run -p skiff --test workloads`.
 
 #[path = "support.rs"]
+#[allow(dead_code)] // helpers other e2e tests use
 mod support;
 
 use std::time::Duration;
