@@ -185,12 +185,57 @@ pub static RESOURCES: &[ResourceInfo] = &[
          short: ["pc"], cat: [], verbs: ALL_VERBS, sub: [], status: false),
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, short: [], cat: [],
          verbs: ALL_VERBS, sub: [], status: false),
+    res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
+         "customresourcedefinition", false, short: ["crd", "crds"], cat: ["api-extensions"],
+         verbs: ALL_VERBS, sub: ["status"], status: true),
 ];
 
-/// The API groups served, in discovery order, with their (single) preferred version.
+/// Resources served for CustomResourceDefinitions, registered at run time by the
+/// apiserver's CRD handling ([`set_custom_resources`]). Entries are leaked so they
+/// can be handed out as `&'static` like the built-in ones; a CRD update leaks its
+/// previous entries (a few hundred bytes per update).
+static CUSTOM: std::sync::RwLock<Vec<&'static ResourceInfo>> = std::sync::RwLock::new(Vec::new());
+
+fn custom() -> Vec<&'static ResourceInfo> {
+    CUSTOM.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Leaks `s` as a `&'static str` (for run-time registered resources).
+pub fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+/// Leaks a list of strings as a `&'static` slice.
+pub fn leak_list(items: &[String]) -> &'static [&'static str] {
+    let v: Vec<&'static str> = items.iter().map(|s| leak(s)).collect();
+    Box::leak(v.into_boxed_slice())
+}
+
+/// Replaces the custom resources served for the CRD `<plural>.<group>` with
+/// `versions` (one entry per served version; empty to stop serving it).
+pub fn set_custom_resources(group: &str, plural: &str, versions: Vec<ResourceInfo>) {
+    let mut list = CUSTOM.write().unwrap_or_else(|e| e.into_inner());
+    list.retain(|r| !(r.group == group && r.plural == plural));
+    for v in versions {
+        list.push(Box::leak(Box::new(v)));
+    }
+}
+
+/// Whether `res` was registered for a CustomResourceDefinition.
+pub fn is_custom(res: &ResourceInfo) -> bool {
+    custom().iter().any(|r| std::ptr::eq(*r, res))
+}
+
+/// Every served resource: the built-in ones, then custom resources.
+pub fn all() -> Vec<&'static ResourceInfo> {
+    RESOURCES.iter().chain(custom()).collect()
+}
+
+/// The API groups served, in discovery order, with their preferred version (the
+/// first one listed).
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !r.group.is_empty() && !out.iter().any(|(g, _)| *g == r.group) {
             out.push((r.group, r.version));
         }
@@ -200,22 +245,22 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
 
 /// Finds a resource by group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
+    all()
+        .into_iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Finds a resource by group and kind (any version).
 pub fn lookup_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    all().into_iter().find(|r| r.group == group && r.kind == kind)
 }
 
 /// Resources of one group/version, for discovery.
 pub fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
     let group = group.to_string();
     let version = version.to_string();
-    RESOURCES
-        .iter()
+    all()
+        .into_iter()
         .filter(move |r| r.group == group && r.version == version)
 }
 

@@ -575,6 +575,53 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value, include_object: &s
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": cols, "rows": rows})
 }
 
+/// Builds a `Table` for custom objects from their CRD version's
+/// `additionalPrinterColumns`: `Name`, then the columns (types `date` shown as
+/// ages), as upstream's CRD table convertor does; without columns, `Name` and `Age`.
+pub fn custom_table(
+    columns: &[crate::crd::PrinterColumn],
+    objects: &[Value],
+    list_meta: Value,
+    include_object: &str,
+    now: Timestamp,
+) -> Value {
+    if columns.is_empty() {
+        return table("", objects, list_meta, include_object, now);
+    }
+    let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0})];
+    for c in columns {
+        let ty = if c.type_ == "date" { "string" } else { c.type_.as_str() };
+        cols.push(
+            json!({"name": c.name, "type": ty, "format": if c.type_ == "date" { "date" } else { "" },
+                         "description": "", "priority": c.priority}),
+        );
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![json!(s(o, "/metadata/name"))];
+            for c in columns {
+                let v = crate::crd::column_value(o, &c.json_path);
+                cells.push(match (c.type_.as_str(), v) {
+                    ("date", Some(Value::String(_))) => {
+                        let ptr = format!("/{}", c.json_path.trim_start_matches('.').replace('.', "/"));
+                        json!(age(o, &ptr, now))
+                    }
+                    (_, Some(v)) => v,
+                    (_, None) => Value::Null,
+                });
+            }
+            let object = match include_object {
+                "None" => Value::Null,
+                "Object" => o.clone(),
+                _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(json!({}))}),
+            };
+            json!({"cells": cells, "object": object})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": cols, "rows": rows})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

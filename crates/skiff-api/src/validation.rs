@@ -207,6 +207,7 @@ pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
             "spec.jobTemplate.spec.template.spec",
             &mut errs,
         ),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => errs.extend(crate::crd::validate(object)),
         _ => {}
     }
     errs

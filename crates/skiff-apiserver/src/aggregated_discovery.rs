@@ -15,9 +15,7 @@
 //! handler (k8s.io/apiserver/pkg/endpoints/discovery/aggregated) does.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::OnceLock;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
@@ -308,7 +306,7 @@ fn resource_entry(r: &ResourceInfo) -> ApiResourceDiscovery {
 /// order, versions by [`compare_versions`], resources sorted by name.
 pub fn document(root: Root, version: DiscoveryVersion) -> ApiGroupDiscoveryList {
     let mut groups: Vec<&'static str> = Vec::new();
-    for r in registry::RESOURCES {
+    for r in registry::all() {
         let wanted = match root {
             Root::Api => r.group.is_empty(),
             Root::Apis => !r.group.is_empty(),
@@ -321,7 +319,7 @@ pub fn document(root: Root, version: DiscoveryVersion) -> ApiGroupDiscoveryList 
         .into_iter()
         .map(|group| {
             let mut versions: Vec<&'static str> = Vec::new();
-            for r in registry::RESOURCES.iter().filter(|r| r.group == group) {
+            for r in registry::all().into_iter().filter(|r| r.group == group) {
                 if !versions.contains(&r.version) {
                     versions.push(r.version);
                 }
@@ -361,23 +359,14 @@ struct Rendered {
     etag: String,
 }
 
-fn rendered(root: Root, version: DiscoveryVersion) -> &'static Rendered {
-    static CACHE: OnceLock<HashMap<(Root, DiscoveryVersion), Rendered>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| {
-        let mut m = HashMap::new();
-        for root in [Root::Api, Root::Apis] {
-            for version in [DiscoveryVersion::V2, DiscoveryVersion::V2Beta1] {
-                let body =
-                    serde_json::to_string(&document(root, version)).expect("discovery documents serialize to JSON");
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                body.hash(&mut h);
-                let etag = format!("\"{:016X}\"", h.finish());
-                m.insert((root, version), Rendered { body, etag });
-            }
-        }
-        m
-    });
-    &cache[&(root, version)]
+/// Renders the document now: custom resources come and go with their CRDs, so
+/// it is not cached (it is a few kilobytes built from the in-memory registry).
+fn rendered(root: Root, version: DiscoveryVersion) -> Rendered {
+    let body = serde_json::to_string(&document(root, version)).expect("discovery documents serialize to JSON");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    let etag = format!("\"{:016X}\"", h.finish());
+    Rendered { body, etag }
 }
 
 /// The HTTP answer for an aggregated discovery request: the document with its
@@ -397,7 +386,7 @@ pub fn response(root: Root, version: DiscoveryVersion, request_headers: &HeaderM
     if not_modified {
         (StatusCode::NOT_MODIFIED, headers).into_response()
     } else {
-        (StatusCode::OK, headers, doc.body.clone()).into_response()
+        (StatusCode::OK, headers, doc.body).into_response()
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod accept;
 pub mod aggregated_discovery;
 pub mod compaction;
+pub mod crds;
 pub mod discovery;
 pub mod kubernetes_service;
 pub mod list;
@@ -122,6 +123,8 @@ pub async fn run(
     kubernetes_service::reconcile(&objects, &config.advertise)
         .await
         .map_err(|e| Error::Bootstrap(e.message))?;
+    let crd_revision = crds::load(&objects).await.map_err(|e| Error::Bootstrap(e.message))?;
+    tokio::spawn(crds::run(objects.clone(), crd_revision, shutdown.clone()));
     let tls = server::tls_config(&config.serving_cert_pem, &config.serving_key_pem, &config.client_ca_pem)?;
     let kubelet = logs::kubelet_client(
         &config.client_ca_pem,

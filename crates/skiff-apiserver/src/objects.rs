@@ -234,7 +234,22 @@ impl Objects {
         mut obj: Value,
         fv: FieldValidation,
     ) -> Result<(Value, Vec<String>), ApiError> {
-        let decoded = validation::decode(res.group, res.kind, &obj).map_err(ApiError::bad_request)?;
+        let mut decoded = validation::decode(res.group, res.kind, &obj).map_err(ApiError::bad_request)?;
+        // Custom resources: the CRD version's structural schema defaults, prunes and
+        // validates (upstream's apiextensions-apiserver).
+        if registry::is_custom(res)
+            && let Some(schema) = skiff_api::crd::version_info(res.group, res.version, res.kind).and_then(|v| v.schema)
+        {
+            let processed = skiff_api::crd::process(&schema, &mut obj);
+            if !processed.errors.is_empty() {
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                return Err(ApiError::invalid(res, name, &processed.errors));
+            }
+            decoded.unknown_fields = processed.unknown_fields;
+        }
         let mut warnings = Vec::new();
         if !decoded.unknown_fields.is_empty() {
             match fv {

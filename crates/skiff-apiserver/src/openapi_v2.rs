@@ -553,7 +553,7 @@ fn add_resource(res: &ResourceInfo, defs: &mut SchemaBuilder, paths: &mut Map<St
 pub fn document() -> Value {
     let mut defs = SchemaBuilder::new("#/definitions/");
     let mut paths = Map::new();
-    for res in registry::RESOURCES {
+    for res in registry::all() {
         add_resource(res, &mut defs, &mut paths);
     }
     for (api_version, kind) in [("v1", "WatchEvent"), ("v1", "APIResourceList"), ("v1", "APIGroupList")] {

@@ -55,6 +55,19 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
+/// A `Table` of `objects` (`kubectl get` output): built-in columns, or a custom
+/// resource's `additionalPrinterColumns`.
+fn render_table(res: &registry::ResourceInfo, objects: &[Value], list_meta: Value, include: &str) -> Value {
+    let now = jiff::Timestamp::now();
+    if registry::is_custom(res) {
+        let columns = skiff_api::crd::version_info(res.group, res.version, res.kind)
+            .map(|v| v.columns)
+            .unwrap_or_default();
+        return table::custom_table(&columns, objects, list_meta, include, now);
+    }
+    table::table(res.kind, objects, list_meta, include, now)
+}
+
 /// Who is writing, for `metadata.managedFields`: the `fieldManager` query
 /// parameter, else the User-Agent's product name (upstream's default, e.g.
 /// `kubectl` or `kube-controller-manager`).
@@ -232,13 +245,7 @@ pub async fn handle(
     let table_out = wants_table(headers);
     let render_one = move |obj: &Value| -> Value {
         if table_out {
-            table::table(
-                res.kind,
-                std::slice::from_ref(obj),
-                json!({}),
-                "Metadata",
-                jiff::Timestamp::now(),
-            )
+            render_table(res, std::slice::from_ref(obj), json!({}), "Metadata")
         } else {
             obj.clone()
         }
@@ -265,13 +272,7 @@ pub async fn handle(
                 let include = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
                 let render = move |obj: &Value| -> Value {
                     if table_out {
-                        table::table(
-                            res.kind,
-                            std::slice::from_ref(obj),
-                            json!({}),
-                            &include,
-                            jiff::Timestamp::now(),
-                        )
+                        render_table(res, std::slice::from_ref(obj), json!({}), &include)
                     } else {
                         obj.clone()
                     }
@@ -288,7 +289,7 @@ pub async fn handle(
             let body = if table_out {
                 let meta = list::list_meta(&listed);
                 let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
-                table::table(res.kind, &listed.items, meta, include, jiff::Timestamp::now())
+                render_table(res, &listed.items, meta, include)
             } else {
                 list::list_object(res, listed)
             };

@@ -549,7 +549,12 @@ mod tests {
         assert_eq!(new["spec"]["clusterIP"], old["spec"]["clusterIP"]);
         assert_eq!(new["spec"]["ports"][0]["nodePort"], old["spec"]["ports"][0]["nodePort"]);
         assert!(new["spec"]["ports"][1]["nodePort"].as_u64().is_some());
-        let mut moved = svc(json!({"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}));
+        let other = if old["spec"]["clusterIP"] == json!("10.96.0.9") {
+            "10.96.0.10"
+        } else {
+            "10.96.0.9"
+        };
+        let mut moved = svc(json!({"clusterIP": other, "ports": [{"port": 80}]}));
         let errs = allocate(&net, &mut moved, Some(&old), &in_use).unwrap_err();
         assert!(errs[0].message.contains("may not change once set"), "{errs:?}");
     }

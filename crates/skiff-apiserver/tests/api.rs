@@ -476,3 +476,103 @@ async fn server_side_apply_merges_owns_fields_and_reports_conflicts() {
     assert_eq!(labels.get("tier"), None);
     assert_eq!(labels.get("app").map(String::as_str), Some("ssa"));
 }
+
+#[tokio::test]
+async fn custom_resource_definitions_serve_validate_and_clean_up_their_objects() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let s = start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "subresources": {"status": {}},
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "required": ["size"], "properties": {
+                                       "size": {"type": "integer", "minimum": 1},
+                                       "color": {"type": "string", "default": "red"}}},
+                                   "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let established = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let c = crds.get("widgets.example.com").await.unwrap();
+            let ok = c
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if ok {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the CRD becomes Established");
+    assert!(
+        established
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"customresourcecleanup.apiextensions.k8s.io".into())
+    );
+
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "widgets");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(s.client.clone(), "default", &ar);
+    let w: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w1"}, "spec": {"size": 3, "unknown": true}
+    }))
+    .unwrap();
+    let created = widgets.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(
+        created.data["spec"],
+        json!({"size": 3, "color": "red"}),
+        "defaulted and pruned"
+    );
+    let bad: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"size": 0}
+    }))
+    .unwrap();
+    let err = widgets.create(&PostParams::default(), &bad).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected a Status, got {err:?}")
+    };
+    assert_eq!(status.code, 422);
+    assert!(
+        status
+            .message
+            .contains("spec.size in body should be greater than or equal to 1"),
+        "{}",
+        status.message
+    );
+    // The status subresource is separate from the main resource.
+    widgets
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(widgets.get("w1").await.unwrap().data["status"]["ready"], json!(true));
+
+    // Deleting the CRD deletes its objects, then the CRD itself.
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while crds.get_opt("widgets.example.com").await.unwrap().is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the CRD goes away");
+    let gone = widgets.list(&ListParams::default()).await;
+    assert!(gone.is_err(), "widgets are no longer served");
+}
