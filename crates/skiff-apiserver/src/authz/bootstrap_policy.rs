@@ -376,7 +376,8 @@ pub fn cluster_roles() -> Vec<Value> {
                     &[""],
                     &["nodes"],
                 ),
-                rule(&["patch", "update"], &[""], &["nodes/status"]),
+                // Skiff's kubelet reads its Node through the status subresource.
+                rule(&["get", "patch", "update"], &[""], &["nodes/status"]),
                 rule(EVENT_WRITE, &["", "events.k8s.io"], &["events"]),
                 rule(&["get", "list", "watch", "create", "delete"], &[""], &["pods"]),
                 rule(&["patch", "update"], &[""], &["pods/status"]),
