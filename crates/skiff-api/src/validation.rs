@@ -174,6 +174,18 @@ pub fn is_dns1123_label(s: &str) -> bool {
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
+/// Why `name` cannot be a path segment (`.`, `..`, or containing `/` or `%`), if
+/// it cannot: the rule upstream applies to names of RBAC objects.
+pub fn path_segment_name_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        _ if name.contains('/') => Some("may not contain '/'"),
+        _ if name.contains('%') => Some("may not contain '%'"),
+        _ => None,
+    }
+}
+
 /// Validates an object about to be stored. `name` is the final `metadata.name`.
 pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -183,6 +195,12 @@ pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
         .unwrap_or_default();
     if name.is_empty() {
         errs.push(FieldError::required("metadata.name"));
+    } else if group == "rbac.authorization.k8s.io" {
+        // RBAC objects only need names usable as a path segment, so that
+        // `system:`-prefixed names work (upstream's ValidatePathSegmentName).
+        if let Some(problem) = path_segment_name_problem(name) {
+            errs.push(FieldError::invalid("metadata.name", name, problem));
+        }
     } else {
         let label_only = matches!(kind, "Namespace" | "Service");
         let ok = if label_only {
@@ -329,5 +347,8 @@ mod tests {
             "spec.template.metadata.labels"
         );
         assert!(is_dns1123_label("web-1") && !is_dns1123_label("a.b") && is_dns1123_subdomain("a.b"));
+        assert_eq!(path_segment_name_problem("system:node"), None);
+        assert_eq!(path_segment_name_problem("a/b"), Some("may not contain '/'"));
+        assert_eq!(path_segment_name_problem(".."), Some("may not be '..'"));
     }
 }

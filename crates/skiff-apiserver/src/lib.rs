@@ -2,11 +2,14 @@
 //!
 //! It serves the Kubernetes REST API over HTTPS (discovery, CRUD, watch, subresources,
 //! `Status` errors, `Table` output) on top of a [`skiff_store::Store`], authenticating
-//! clients by x509 certificates signed by the cluster CA ([`pki`]).
+//! clients by x509 certificates signed by the cluster CA ([`pki`], [`authn`]) and
+//! authorizing them with RBAC ([`authz`]).
 #![deny(missing_docs)]
 
 pub mod accept;
 pub mod aggregated_discovery;
+pub mod authn;
+pub mod authz;
 pub mod compaction;
 pub mod crds;
 pub mod discovery;
@@ -66,6 +69,8 @@ pub struct App {
     pub kubelet: logs::KubeletClient,
     /// `host:port` advertised in `/api` discovery.
     pub server_address: String,
+    /// Decides whether an authenticated user may make a request.
+    pub authorizer: authz::Authorizer,
 }
 
 /// What the apiserver needs to run.
@@ -125,6 +130,12 @@ pub async fn run(
         .map_err(|e| Error::Bootstrap(e.message))?;
     let crd_revision = crds::load(&objects).await.map_err(|e| Error::Bootstrap(e.message))?;
     tokio::spawn(crds::run(objects.clone(), crd_revision, shutdown.clone()));
+    authz::bootstrap_policy::ensure(&objects)
+        .await
+        .map_err(|e| Error::Bootstrap(format!("RBAC bootstrap policy: {}", e.message)))?;
+    let policy = authz::cache::PolicyCache::start(objects.store().clone(), shutdown.clone())
+        .await
+        .map_err(|e| Error::Bootstrap(format!("loading RBAC objects: {e}")))?;
     let tls = server::tls_config(&config.serving_cert_pem, &config.serving_key_pem, &config.client_ca_pem)?;
     let kubelet = logs::kubelet_client(
         &config.client_ca_pem,
@@ -138,6 +149,7 @@ pub async fn run(
         objects,
         kubelet,
         server_address: config.advertise,
+        authorizer: authz::Authorizer::new(policy),
     };
     let _ = on_ready.send(());
     server::serve(listener, tls, app, shutdown).await;

@@ -29,6 +29,10 @@ pub enum PkiError {
     /// Generating or parsing a key or certificate failed.
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// More than one organization (group) was asked for; rcgen's distinguished
+    /// names hold one value per attribute type, so only one group can be issued.
+    #[error("a certificate can carry at most one organization (group), got {0:?}")]
+    TooManyOrganizations(Vec<String>),
 }
 
 const CA_CN: &str = "skiff-ca";
@@ -132,7 +136,8 @@ impl Pki {
 
     /// Returns `<name>.crt`/`<name>.key`, issuing them if absent: a serving
     /// certificate when `sans` is non-empty, a client certificate for user
-    /// `common_name` in `organizations` (groups) otherwise.
+    /// `common_name` in `organizations` (groups, at most one:
+    /// [`PkiError::TooManyOrganizations`]) otherwise.
     pub fn ensure_cert(
         &self,
         name: &str,
@@ -149,6 +154,11 @@ impl Pki {
                 cert_path,
                 key_path,
             });
+        }
+        if organizations.len() > 1 {
+            return Err(PkiError::TooManyOrganizations(
+                organizations.iter().map(|o| o.to_string()).collect(),
+            ));
         }
         let mut p = CertificateParams::new(sans.to_vec())?;
         let mut dn = DistinguishedName::new();

@@ -255,16 +255,7 @@ pub async fn handle(
     }
     let sub = r.subresource.as_deref();
     let writer = Writer::from_request(res, &q, headers)?;
-    // client-go's typed clients send protobuf; everything below works on JSON.
-    let body = if !body.is_empty() && content_type(headers).starts_with(crate::proto::MEDIA_TYPE) {
-        let obj = crate::proto::decode(&body).map_err(|e| match e {
-            crate::proto::ProtoError::UnknownKind { .. } => ApiError::unsupported_media_type(e.to_string()),
-            other => ApiError::bad_request(other.to_string()),
-        })?;
-        bytes::Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?)
-    } else {
-        body
-    };
+    let body = json_body(headers, body)?;
     match (method.clone(), r.name.is_some(), sub) {
         (Method::GET, false, None) => {
             let sel = Selectors::from_query(&q)?;
@@ -437,6 +428,23 @@ pub async fn handle(
             "the server does not allow this method on the requested resource ({method})"
         ))),
     }
+}
+
+/// The request body as JSON bytes: client-go's typed clients send protobuf
+/// (`application/vnd.kubernetes.protobuf`), which is decoded; anything else is
+/// passed through. An undecodable body is 400, a kind without a protobuf
+/// definition 415.
+pub fn json_body(headers: &HeaderMap, body: bytes::Bytes) -> Result<bytes::Bytes, ApiError> {
+    if body.is_empty() || !content_type(headers).starts_with(crate::proto::MEDIA_TYPE) {
+        return Ok(body);
+    }
+    let obj = crate::proto::decode(&body).map_err(|e| match e {
+        crate::proto::ProtoError::UnknownKind { .. } => ApiError::unsupported_media_type(e.to_string()),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    Ok(bytes::Bytes::from(
+        serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
 }
 
 fn content_type(headers: &HeaderMap) -> String {

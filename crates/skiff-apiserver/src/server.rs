@@ -1,6 +1,7 @@
 //! HTTPS serving: TLS with optional client certificates (x509 client-cert
-//! authentication), HTTP/1.1 and HTTP/2, and dispatch to discovery, health and
-//! resource handlers.
+//! authentication, [`crate::authn`]), HTTP/1.1 and HTTP/2, authorization of every
+//! request ([`crate::authz`]), and dispatch to discovery, health and resource
+//! handlers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,15 +19,34 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::authn::UserInfo;
+use crate::authz::{self, Attributes, Decision};
 use crate::status::ApiError;
 use crate::{App, Error, aggregated_discovery, discovery, request, rest};
 
-/// Whether the connection presented a client certificate signed by the cluster CA.
-#[derive(Debug, Clone, Copy)]
-pub struct Authenticated(pub bool);
+/// Who the connection authenticated as: the user of its client certificate (verified
+/// against the cluster CA during the TLS handshake), the anonymous user when it
+/// presented none, or `None` when the certificate names no usable identity (401).
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Option<UserInfo>);
+
+/// The identity of a connection from its verified peer certificates (leaf first).
+fn identity(certs: Option<&[CertificateDer<'_>]>) -> Option<UserInfo> {
+    match certs.and_then(|c| c.first()) {
+        None => Some(UserInfo::anonymous()),
+        Some(leaf) => match UserInfo::from_client_certificate(leaf) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::debug!(error = %e, "rejecting client certificate");
+                None
+            }
+        },
+    }
+}
 
 /// Builds the rustls server config: serving cert, client certs verified against
-/// `client_ca_pem` but optional (health and version endpoints are public).
+/// `client_ca_pem` but optional (a request without one is anonymous and gets what
+/// RBAC grants `system:anonymous`, such as `/healthz` and `/version`).
 pub fn tls_config(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<rustls::ServerConfig, Error> {
     let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -79,9 +99,9 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: App, s
                     return;
                 }
             };
-            let authed = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            let user = identity(stream.get_ref().1.peer_certificates());
             let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Authenticated(authed));
+                req.extensions_mut().insert(Authenticated(user.clone()));
                 router.clone().oneshot(req.map(Body::new))
             });
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -117,7 +137,16 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
 
 async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
-    let authed = req.extensions().get::<Authenticated>().is_some_and(|a| a.0);
+    let Some(user) = req.extensions().get::<Authenticated>().and_then(|a| a.0.clone()) else {
+        return Err(ApiError::unauthorized());
+    };
+    let method = req.method().clone();
+    let q: HashMap<String, String> = request::parse_query(req.uri().query());
+    let attrs = Attributes::from_request(&method, &path, &q);
+    if let Decision::Deny { reason } = app.authorizer.authorize(&user, &attrs) {
+        tracing::debug!(user = %user.name, verb = %attrs.verb, %path, "forbidden");
+        return Err(authz::forbidden(&user, &attrs, &reason));
+    }
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => {
             return match app.objects.store().current_revision().await {
@@ -128,11 +157,6 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         "/version" | "/version/" => return Ok(rest::json_response(StatusCode::OK, &discovery::version(), &[])),
         _ => {}
     }
-    if !authed {
-        return Err(ApiError::unauthorized());
-    }
-    let method = req.method().clone();
-    let q: HashMap<String, String> = request::parse_query(req.uri().query());
     if method == Method::GET {
         let trimmed = path.trim_end_matches('/');
         let root = match trimmed {
@@ -189,6 +213,18 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
             message: e.to_string(),
             details: None,
         })?;
+    if rr.res.group == authz::review::GROUP {
+        if method != Method::POST || rr.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method})"
+            )));
+        }
+        let body = rest::json_body(&headers, body)?;
+        let obj = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        let out = authz::review::review(&app.authorizer, &user, rr.res, obj)?;
+        return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
+    }
     rest::handle(app, &method, rr, q, &headers, body).await
 }
 

@@ -136,8 +136,7 @@ async fn rules_follow_services_and_endpointslices() {
     // The slice goes away: rejected again.
     slices.delete("web-abc", &DeleteParams::default()).await.unwrap();
     wait_table(&nft, "the reject entry after the slice is deleted", |t| {
-        // (default/kubernetes keeps its DNAT to the apiserver.)
-        t.contains(&reject) && !t.contains("dnat to 10.42.0.5")
+        t.contains(&reject) && !t.contains("dnat to 10.42.0.5:8080")
     })
     .await;
 

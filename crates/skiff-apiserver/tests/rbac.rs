@@ -1,0 +1,216 @@
+//! Integration tests of authentication and RBAC authorization: a real apiserver,
+//! clients with certificates for different users (and none), driven through `kube`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+use skiff_apiserver::pki::Pki;
+use tokio_util::sync::CancellationToken;
+
+struct TestServer {
+    pki: Pki,
+    url: String,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
+    let serving = pki
+        .ensure_cert(
+            "server",
+            "kube-apiserver",
+            &[],
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
+    let admin = pki
+        .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let config = skiff_apiserver::Config {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        advertise: format!("127.0.0.1:{port}"),
+        serving_cert_pem: serving.cert_pem.clone(),
+        serving_key_pem: serving.key_pem.clone(),
+        client_ca_pem: pki.ca_pem.clone(),
+        kubelet_client_cert_pem: admin.cert_pem.clone(),
+        kubelet_client_key_pem: admin.key_pem.clone(),
+        service_network: Default::default(),
+    };
+    tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
+    rx.await.unwrap();
+    TestServer {
+        pki,
+        url: format!("https://127.0.0.1:{port}"),
+        dir,
+        shutdown,
+    }
+}
+
+impl TestServer {
+    /// A client authenticating as `cn` in groups `orgs`.
+    async fn client(&self, file: &str, cn: &str, orgs: &[&str]) -> kube::Client {
+        let pair = self.pki.ensure_cert(file, cn, orgs, &[]).unwrap();
+        let path = self.dir.path().join(format!("{file}.kubeconfig"));
+        self.pki.write_kubeconfig(&path, &self.url, cn, &pair).unwrap();
+        let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    /// A client without a client certificate (anonymous).
+    fn anonymous(&self) -> kube::Client {
+        let mut cfg = kube::Config::new(self.url.parse().unwrap());
+        let ca = CertificateDer::from_pem_slice(self.pki.ca_pem.as_bytes()).unwrap();
+        cfg.root_cert = Some(vec![ca.to_vec()]);
+        kube::Client::try_from(cfg).unwrap()
+    }
+}
+
+fn api_error(e: kube::Error) -> (u16, String, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_limited_user_is_denied_until_a_role_binding_grants_access() {
+    let server = start().await;
+    let admin = server.client("admin", "system:admin", &["system:masters"]).await;
+    let jane = server.client("jane", "jane", &["developers"]).await;
+
+    let pods: Api<Pod> = Api::namespaced(jane.clone(), "default");
+    let (code, reason, message) = api_error(pods.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        message,
+        r#"pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(jane.clone(), "default");
+    let (code, _, message) = api_error(cms.get("settings").await.unwrap_err());
+    assert_eq!(code, 403);
+    assert_eq!(
+        message,
+        r#"configmaps "settings" is forbidden: User "jane" cannot get resource "configmaps" in API group "" in the namespace "default""#
+    );
+
+    // The bootstrap `view` role, aggregated from system:aggregate-to-view, bound to
+    // jane's group in one namespace.
+    let view: ClusterRole = Api::all(admin.clone()).get("view").await.unwrap();
+    assert!(view.aggregation_rule.is_some());
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "developers-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "developers"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    // The authorizer's cache follows the store by watch: poll briefly.
+    let mut listed = None;
+    for _ in 0..50 {
+        match pods.list(&ListParams::default()).await {
+            Ok(l) => {
+                listed = Some(l);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(api_error(e).0, 403);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(listed.is_some(), "the RoleBinding never took effect");
+    // view does not allow writes, nor reads in other namespaces.
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+    .unwrap();
+    let (code, _, message) = api_error(pods.create(&PostParams::default(), &pod).await.unwrap_err());
+    assert_eq!(code, 403);
+    assert!(message.ends_with(r#"cannot create resource "pods" in API group "" in the namespace "default""#));
+    let other: Api<Pod> = Api::namespaced(jane.clone(), "kube-system");
+    assert_eq!(api_error(other.list(&ListParams::default()).await.unwrap_err()).0, 403);
+    let all: Api<Pod> = Api::all(jane.clone());
+    let (_, _, message) = api_error(all.list(&ListParams::default()).await.unwrap_err());
+    assert!(message.ends_with(r#"cannot list resource "pods" in API group "" at the cluster scope"#));
+
+    // SelfSubjectAccessReview (what `kubectl auth can-i` asks).
+    let ssar = |verb: &str, ns: &str| -> SelfSubjectAccessReview {
+        serde_json::from_value(json!({"spec": {"resourceAttributes":
+            {"verb": verb, "resource": "pods", "namespace": ns}}}))
+        .unwrap()
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(jane.clone());
+    let can = |r: SelfSubjectAccessReview| r.status.is_some_and(|s| s.allowed);
+    assert!(can(reviews
+        .create(&PostParams::default(), &ssar("list", "default"))
+        .await
+        .unwrap()));
+    assert!(!can(reviews
+        .create(&PostParams::default(), &ssar("delete", "default"))
+        .await
+        .unwrap()));
+}
+
+#[tokio::test]
+async fn masters_are_allowed_everything() {
+    let server = start().await;
+    let root = server.client("root", "someone", &["system:masters"]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(root.clone(), "kube-system");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "x"}, "data": {"a": "b"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    Api::<Pod>::all(root).list(&ListParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn anonymous_can_read_version_but_not_list_pods() {
+    let server = start().await;
+    let anon = server.anonymous();
+    let version = anon.apiserver_version().await.unwrap();
+    assert!(!version.git_version.is_empty());
+    let req = http::Request::get("/healthz").body(Vec::new()).unwrap();
+    assert_eq!(anon.request_text(req).await.unwrap(), "ok");
+    let (code, reason, message) = api_error(
+        Api::<Pod>::namespaced(anon.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        message,
+        r#"pods is forbidden: User "system:anonymous" cannot list resource "pods" in API group "" in the namespace "default""#
+    );
+    let req = http::Request::get("/apis").body(Vec::new()).unwrap();
+    let (code, _, message) = api_error(anon.request_text(req).await.unwrap_err());
+    assert_eq!(code, 403);
+    assert_eq!(message, r#"forbidden: User "system:anonymous" cannot get path "/apis""#);
+}
