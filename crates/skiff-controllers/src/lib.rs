@@ -21,6 +21,10 @@
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
 //!
+//! The loops run only while this process holds the Lease
+//! `kube-system/kube-controller-manager` ([`leader_election`]), so several
+//! servers sharing a datastore run one controller manager between them.
+//!
 //! Pure decision logic ([`rollout`], [`deployment::status`], ranking and claiming
 //! in [`replicaset`], [`garbage_collector::decide`]) is separate from the API calls
 //! so it is unit-tested directly; `tests/` drives the loops against a real
@@ -37,6 +41,10 @@ pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod job;
+/// Leader election over a `coordination.k8s.io/v1` Lease (client-go
+/// `leaderelection` semantics). It lives in the `skiff-leader` crate so that the
+/// scheduler uses the same code without depending on the controller manager.
+pub use skiff_leader as leader_election;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_cache;
@@ -66,13 +74,47 @@ pub enum Error {
     /// sync is retried with a new hash (upstream's hash-collision handling).
     #[error("hash collision: replica set {0} exists with another template; retrying with a new hash")]
     HashCollision(String),
+    /// The leader-election configuration is invalid.
+    #[error("leader election: {0}")]
+    LeaderElection(#[from] leader_election::ConfigError),
 }
 
-/// Runs every controller until `shutdown` is cancelled, then returns `Ok(())`.
-/// Reconcile errors are retried with backoff inside each loop and never end it;
-/// leader election is not done yet, so only one controller manager may run
-/// against a cluster.
+/// Name of the Lease in `kube-system` the controller manager campaigns for, as
+/// upstream.
+pub const LEASE_NAME: &str = "kube-controller-manager";
+
+/// Campaigns for the Lease `kube-system/kube-controller-manager` with the
+/// upstream defaults (15 s lease, 10 s renew deadline, 2 s retry, released on
+/// shutdown) and runs every controller while leading, until `shutdown` is
+/// cancelled; then returns `Ok(())`. Reconcile errors are retried with backoff
+/// inside each loop and never end it.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
+    let config = leader_election::Config::new(leader_election::LEASE_NAMESPACE, LEASE_NAME);
+    run_elected(client, shutdown, config).await
+}
+
+/// [`run`] with an explicit leader-election configuration: the controllers run
+/// while this candidate leads and are stopped (and awaited) when leadership is
+/// lost, after which the candidate campaigns again.
+pub async fn run_elected(
+    client: kube::Client,
+    shutdown: CancellationToken,
+    election: leader_election::Config,
+) -> Result<(), Error> {
+    let elector = leader_election::LeaderElector::new(client.clone(), election)?;
+    elector
+        .run(shutdown, |leading| {
+            let client = client.clone();
+            async move {
+                run_controllers(client, leading).await;
+                Ok::<(), Error>(())
+            }
+        })
+        .await
+}
+
+/// Runs every controller until `shutdown` is cancelled, without leader election.
+async fn run_controllers(client: kube::Client, shutdown: CancellationToken) {
     tracing::info!("controller-manager started");
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
@@ -87,5 +129,5 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<()
         serviceaccount::run(client.clone(), shutdown.clone()),
         endpoints::run(client, shutdown),
     );
-    Ok(())
+    tracing::info!("controller-manager stopped");
 }

@@ -10,6 +10,9 @@
 //! `PodScheduled=False` condition (reason `Unschedulable`) carrying the upstream
 //! message, e.g. `0/3 nodes are available: 1 node(s) had untolerated taint
 //! {dedicated: gpu}, 2 Insufficient cpu.`
+//!
+//! It schedules only while it holds the Lease `kube-system/kube-scheduler`
+//! (leader election from the `skiff-leader` crate, client-go semantics).
 #![deny(missing_docs)]
 
 pub mod algorithm;
@@ -49,7 +52,13 @@ pub enum Error {
     /// The scheduling profile could not be built.
     #[error("scheduler profile: {0}")]
     Profile(#[from] ProfileError),
+    /// The leader-election configuration is invalid.
+    #[error("leader election: {0}")]
+    LeaderElection(#[from] skiff_leader::ConfigError),
 }
+
+/// Name of the Lease in `kube-system` the scheduler campaigns for, as upstream.
+pub const LEASE_NAME: &str = "kube-scheduler";
 
 fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
@@ -233,10 +242,33 @@ impl Scheduler {
     }
 }
 
-/// Runs the scheduler until `shutdown` is cancelled. Watch failures are retried
-/// with backoff; the function returns `Ok` on shutdown and errs only if the
-/// default profile cannot be built.
+/// Campaigns for the Lease `kube-system/kube-scheduler` with the upstream
+/// defaults (15 s lease, 10 s renew deadline, 2 s retry, released on shutdown)
+/// and schedules while leading, until `shutdown` is cancelled. Watch failures
+/// are retried with backoff; the function returns `Ok` on shutdown and errs only
+/// if the default profile cannot be built.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
+    let config = skiff_leader::Config::new(skiff_leader::LEASE_NAMESPACE, LEASE_NAME);
+    run_elected(client, shutdown, config).await
+}
+
+/// [`run`] with an explicit leader-election configuration: the scheduling loop
+/// stops when leadership is lost (binding calls already sent finish on their
+/// own) and starts over from fresh watches and an empty cache when it is
+/// regained.
+pub async fn run_elected(
+    client: kube::Client,
+    shutdown: CancellationToken,
+    election: skiff_leader::Config,
+) -> Result<(), Error> {
+    // Fail before campaigning if the profile cannot be built.
+    Profile::new(&plugins::registry(), &plugins::default_plugins())?;
+    let elector = skiff_leader::LeaderElector::new(client.clone(), election)?;
+    elector.run(shutdown, |leading| schedule(client.clone(), leading)).await
+}
+
+/// The scheduling loop, until `shutdown` is cancelled.
+async fn schedule(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
     let profile = Profile::new(&plugins::registry(), &plugins::default_plugins())?;
     let binder = Arc::new(Binder::new(client.clone()));
     let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
