@@ -105,6 +105,8 @@ async fn replica_set_adopts_releases_and_never_duplicates_across_restarts() {
     eventually("a replacement", WAIT, || owned(uid.clone())).await;
 
     // A restarted controller sees the same pods and creates none.
+    let old_leader = cp.controller_leader().await;
+    assert!(old_leader.is_some(), "the running controller manager holds its lease");
     token.cancel();
     let before: BTreeSet<String> = live_pods(&cp.client, "app=cache")
         .await
@@ -112,6 +114,11 @@ async fn replica_set_adopts_releases_and_never_duplicates_across_restarts() {
         .filter_map(|p| p.metadata.name)
         .collect();
     cp.start_controllers(cp.shutdown.child_token());
+    // Its loops start once it holds the lease the stopped one released.
+    eventually("the restarted controller manager to lead", WAIT, || async {
+        cp.controller_leader().await.filter(|h| Some(h) != old_leader.as_ref())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after: BTreeSet<String> = live_pods(&cp.client, "app=cache")
         .await

@@ -101,6 +101,17 @@ impl ControlPlane {
         tokio::spawn(async move { skiff_controllers::run(c, token).await });
     }
 
+    /// The `holderIdentity` of the controller manager's Lease, if held.
+    pub async fn controller_leader(&self) -> Option<String> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), "kube-system");
+        let lease = leases
+            .get_opt(skiff_controllers::LEASE_NAME)
+            .await
+            .expect("get lease")?;
+        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    }
+
     /// Registers a Ready node with the given allocatable cpu and memory, as a kubelet would.
     pub async fn add_node(&self, name: &str, cpu: &str, memory: &str, labels: serde_json::Value) {
         let nodes: Api<Node> = Api::all(self.client.clone());
