@@ -234,7 +234,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         kubelet_client_key_pem: kubelet_client.key_pem.clone(),
         service_network: service_network(&args)?,
     };
-    let mut apiserver = tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), ready_tx));
+    // The apiserver stops after the components, so that they can release their
+    // leader-election leases on the way out.
+    let apiserver_shutdown = CancellationToken::new();
+    let mut apiserver = tokio::spawn(skiff_apiserver::run(
+        config,
+        store,
+        apiserver_shutdown.clone(),
+        ready_tx,
+    ));
     tokio::select! {
         r = ready_rx => r.context("apiserver failed to start")?,
         r = &mut apiserver => {
@@ -359,6 +367,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    apiserver_shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), apiserver).await;
     match failure {
         Some(e) => Err(e),
