@@ -518,7 +518,10 @@ impl LeaderElector {
         }
     }
 
-    /// After leading: release the lease if configured and still ours.
+    /// After leading: release the lease if configured and still ours. The write
+    /// uses the last observed lease; if that is stale (409) the lease is read
+    /// again and released only if it still names this candidate. Each call is
+    /// bounded by the renew deadline so that shutdown cannot hang on it.
     async fn step_down(&mut self) {
         if !self.config.release_on_cancel || !self.is_leader() {
             return;
@@ -526,19 +529,42 @@ impl LeaderElector {
         let Some(observed) = self.observed.take() else {
             return;
         };
+        let limit = self.config.renew_deadline;
+        let params = PostParams::default();
         let mut lease = observed.lease;
-        lease.spec = Some(released_spec(lease.spec.as_ref(), jiff::Timestamp::now()));
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => tracing::info!(
-                lease = %format!("{}/{}", self.config.namespace, self.config.name),
-                identity = %self.config.identity,
-                "released the lease"
-            ),
-            Err(e) => tracing::warn!(error = %e, "failed to release the lease; others take it when it expires"),
+        for _ in 0..2 {
+            let mut released = lease.clone();
+            released.spec = Some(released_spec(lease.spec.as_ref(), jiff::Timestamp::now()));
+            let write = self.api.replace(&self.config.name, &params, &released);
+            let err = match tokio::time::timeout(limit, write).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(
+                        lease = %format!("{}/{}", self.config.namespace, self.config.name),
+                        identity = %self.config.identity,
+                        "released the lease"
+                    );
+                    return;
+                }
+                Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
+                    match tokio::time::timeout(limit, self.api.get_opt(&self.config.name)).await {
+                        Ok(Ok(Some(fresh)))
+                            if fresh.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
+                                == Some(self.config.identity.as_str()) =>
+                        {
+                            lease = fresh;
+                            continue;
+                        }
+                        // Someone else holds it now, or it is gone: nothing to release.
+                        Ok(Ok(_)) => return,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "timed out".to_string(),
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            tracing::warn!(error = %err, "failed to release the lease; others take it when it expires");
+            return;
         }
     }
 }
