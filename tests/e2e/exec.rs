@@ -1,8 +1,9 @@
-//! End to end: `kubectl exec` and `kubectl port-forward` into a real busybox pod.
+//! End to end: `kubectl exec`, `kubectl attach` and `kubectl port-forward` into real
+//! busybox pods.
 //! The apiserver proxies the upgraded connection to the kubelet, which proxies it
 //! to containerd's streaming server. Checks stdout and the exit code of a command,
-//! a non-zero exit code, stdin piped through `cat`, and a port-forward to busybox
-//! httpd. Real binary, real kubectl, real containerd/CNI.
+//! a non-zero exit code, stdin piped through `cat`, attaching to a container's
+//! output, and a port-forward to busybox httpd. Real binary, real kubectl, real containerd/CNI.
 //!
 //! Only one cluster may run on a host at a time: run it under `flock
 //! /tmp/skiff-e2e.lock cargo nextest run -p skiff --test exec`.
@@ -27,6 +28,17 @@ spec:
   - name: shell
     image: busybox
     command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: talker
+    image: busybox
+    command: ["sh", "-c", "while true; do echo tick; sleep 1; done"]
 "#;
 
 /// Kills a child process when dropped (the port-forward outlives assertions).
@@ -40,7 +52,7 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
-fn exec_and_port_forward_reach_the_container() {
+fn exec_attach_and_port_forward_reach_the_container() {
     require_environment();
     let c = Cluster::start();
     eventually("node Ready", Duration::from_secs(60), || {
@@ -53,7 +65,13 @@ fn exec_and_port_forward_reach_the_container() {
     });
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], POD);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    c.kubectl_ok(&["wait", "--for=condition=Ready", "pod/shell", "--timeout=120s"]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/shell",
+        "pod/talker",
+        "--timeout=120s",
+    ]);
 
     // stdout and exit code 0.
     let out = c.kubectl(&["exec", "shell", "--", "echo", "hello"]);
@@ -117,6 +135,32 @@ fn exec_and_port_forward_reach_the_container() {
     assert_eq!(code, 200);
     assert!(body.contains("forwarded-page"), "{body}");
     drop(pf);
+
+    // attach: the output of the container's main process streams to the client.
+    let mut attach = Command::new("kubectl")
+        .env("KUBECONFIG", c.kubeconfig())
+        .args(["attach", "talker"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("running kubectl attach");
+    let stdout = attach.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a line from kubectl attach");
+    assert_eq!(line, "tick");
+    drop(attach);
 
     // A larger stdin arrives completely before the command sees end of input.
     let mut child = Command::new("kubectl")
