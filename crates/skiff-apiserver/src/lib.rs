@@ -28,6 +28,7 @@ pub mod rest;
 pub mod server;
 pub mod service_alloc;
 pub mod status;
+pub mod stream_proxy;
 pub mod watch;
 
 use std::net::SocketAddr;

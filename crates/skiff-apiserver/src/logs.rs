@@ -50,60 +50,8 @@ pub fn kubelet_client(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Kub
 pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, String>) -> Result<Response, ApiError> {
     let pods = registry::lookup("", "v1", "pods").expect("pods are served");
     let pod = app.objects.get(pods, Some(ns), name).await?;
-    let containers: Vec<String> = ["initContainers", "containers"]
-        .iter()
-        .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
-        .collect();
-    let app_containers: Vec<String> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let container = match q.get("container").filter(|c| !c.is_empty()) {
-        Some(c) => {
-            if !containers.contains(c) {
-                return Err(ApiError::bad_request(format!(
-                    "container {c} is not valid for pod {name}"
-                )));
-            }
-            c.clone()
-        }
-        None if app_containers.len() == 1 => app_containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                app_containers.join(" ")
-            )));
-        }
-    };
-    let node_name = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if node_name.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
-    let nodes = registry::lookup("", "v1", "nodes").expect("nodes are served");
-    let node = app.objects.get(nodes, None, node_name).await?;
-    let addr = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP").or_else(|| a.first()))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?
-        .to_string();
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_i64)
-        .unwrap_or(10250);
+    let container = pick_container(&pod, name, q.get("container").map(String::as_str))?;
+    let base = kubelet_base(app, &pod, name).await?;
     let mut query: Vec<(String, String)> = Vec::new();
     for k in [
         "follow",
@@ -119,8 +67,7 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
         }
     }
     let qs = serde_urlencoded::to_string(&query).unwrap_or_default();
-    let host = if addr.contains(':') { format!("[{addr}]") } else { addr };
-    let uri = format!("https://{host}:{port}/containerLogs/{ns}/{name}/{container}?{qs}");
+    let uri = format!("{base}/containerLogs/{ns}/{name}/{container}?{qs}");
     let req = http::Request::get(&uri)
         .body(Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -155,4 +102,74 @@ pub async fn pod_logs(app: &App, ns: &str, name: &str, q: &HashMap<String, Strin
         .header(http::header::CONTENT_TYPE, "text/plain")
         .body(Body::from_stream(stream))
         .expect("valid response"))
+}
+
+/// The container a per-container pod subresource (`log`, `exec`, `attach`) addresses:
+/// the `container` query parameter, which must name one of the pod's (init)
+/// containers, or the only app container when it is absent (400 otherwise, with
+/// upstream's messages).
+pub(crate) fn pick_container(pod: &Value, name: &str, container: Option<&str>) -> Result<String, ApiError> {
+    let containers: Vec<String> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+        .collect();
+    let app_containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let picked = match container.filter(|c| !c.is_empty()) {
+        Some(c) => {
+            if !containers.iter().any(|x| x == c) {
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            c.to_string()
+        }
+        None if app_containers.len() == 1 => app_containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                app_containers.join(" ")
+            )));
+        }
+    };
+    Ok(picked)
+}
+
+/// `https://{node address}:{kubelet port}` of the node the pod is bound to
+/// (the node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`);
+/// 400 when the pod is not bound yet.
+pub(crate) async fn kubelet_base(app: &App, pod: &Value, name: &str) -> Result<String, ApiError> {
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let nodes = registry::lookup("", "v1", "nodes").expect("nodes are served");
+    let node = app.objects.get(nodes, None, node_name).await?;
+    let addr = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP").or_else(|| a.first()))
+        .and_then(|x| x["address"].as_str())
+        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?
+        .to_string();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .unwrap_or(10250);
+    let host = if addr.contains(':') { format!("[{addr}]") } else { addr };
+    Ok(format!("https://{host}:{port}"))
 }

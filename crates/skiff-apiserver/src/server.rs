@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use crate::authn::UserInfo;
 use crate::authz::{self, Attributes, Decision};
 use crate::status::ApiError;
-use crate::{App, Error, aggregated_discovery, discovery, request, rest};
+use crate::{App, Error, aggregated_discovery, discovery, request, rest, stream_proxy};
 
 /// Who the connection authenticated as: the user of its client certificate (verified
 /// against the cluster CA during the TLS handshake), the anonymous user when it
@@ -105,7 +105,7 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: App, s
                 router.clone().oneshot(req.map(Body::new))
             });
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended with error") },
                 _ = shutdown.cancelled() => {}
@@ -146,6 +146,9 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
     if let Decision::Deny { reason } = app.authorizer.authorize(&user, &attrs) {
         tracing::debug!(user = %user.name, verb = %attrs.verb, %path, "forbidden");
         return Err(authz::forbidden(&user, &attrs, &reason));
+    }
+    if let Some(target) = stream_proxy::match_path(&path) {
+        return stream_proxy::serve(app, &user, &attrs, target, req).await;
     }
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -213,4 +213,65 @@ async fn anonymous_can_read_version_but_not_list_pods() {
     let (code, _, message) = api_error(anon.request_text(req).await.unwrap_err());
     assert_eq!(code, 403);
     assert_eq!(message, r#"forbidden: User "system:anonymous" cannot get path "/apis""#);
+}
+
+/// The WebSocket form of `pods/exec` is a `GET`; as upstream requires since 1.31
+/// (KEP-4006), it must also be allowed to `create` the subresource.
+#[tokio::test]
+async fn websocket_exec_needs_create_on_pods_exec() {
+    let server = start().await;
+    let admin = server.client("admin", "system:admin", &["system:masters"]).await;
+    let bob = server.client("bob", "bob", &[]).await;
+    let role = |verbs: &[&str]| -> Role {
+        serde_json::from_value(json!({
+            "metadata": {"name": "exec", "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": verbs}],
+        }))
+        .unwrap()
+    };
+    let roles: Api<Role> = Api::namespaced(admin.clone(), "default");
+    roles.create(&PostParams::default(), &role(&["get"])).await.unwrap();
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "bob-exec", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "exec"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    let exec = || {
+        http::Request::get("/api/v1/namespaces/default/pods/missing/exec?command=ls&stdout=true")
+            .body(Vec::new())
+            .unwrap()
+    };
+    // Until the binding is visible the `get` itself is refused; then `create` is.
+    let mut message = String::new();
+    for _ in 0..50 {
+        let (code, _, m) = api_error(bob.request_text(exec()).await.unwrap_err());
+        assert_eq!(code, 403);
+        message = m;
+        if message.contains("cannot create") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        message.ends_with(r#"cannot create resource "pods/exec" in API group "" in the namespace "default""#),
+        "{message}"
+    );
+    let mut both = role(&["get", "create"]);
+    both.metadata.resource_version = roles.get("exec").await.unwrap().metadata.resource_version;
+    roles.replace("exec", &PostParams::default(), &both).await.unwrap();
+    // Authorized: the request now gets as far as looking the pod up.
+    let mut code = 0;
+    for _ in 0..50 {
+        code = api_error(bob.request_text(exec()).await.unwrap_err()).0;
+        if code != 403 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, 404);
 }

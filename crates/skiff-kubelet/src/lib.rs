@@ -13,6 +13,7 @@ pub mod pods;
 pub mod probes;
 pub mod server;
 pub mod status;
+pub mod streaming;
 pub mod volumes;
 
 use std::net::IpAddr;
@@ -123,7 +124,7 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
         }
     };
     tracing::info!(%runtime, node = %config.node_name, %node_ip, "kubelet connected to the container runtime");
-    server::serve(config.clone(), shutdown.clone()).await?;
+    server::serve(config.clone(), cri.clone(), shutdown.clone()).await?;
     let node_task = tokio::spawn(node::run(
         client.clone(),
         config.clone(),

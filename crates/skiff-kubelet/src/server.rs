@@ -1,6 +1,7 @@
-//! The kubelet's HTTPS API (port 10250): `/healthz` and
+//! The kubelet's HTTPS API (port 10250): `/healthz`,
 //! `/containerLogs/{namespace}/{pod}/{container}` (what the apiserver proxies
-//! `pods/{name}/log` to). Clients must present a certificate signed by the cluster CA.
+//! `pods/{name}/log` to) and the streaming endpoints `/exec`, `/attach` and
+//! `/portForward` ([`crate::streaming`]). Clients must present a certificate signed by the cluster CA.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -12,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use bytes::Bytes;
 use http::StatusCode;
 use rustls_pki_types::pem::PemObject;
@@ -21,11 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::cri::Cri;
+use crate::streaming::{self, StreamError, StreamOptions};
 use crate::{Error, KubeletConfig, logs};
 
 #[derive(Clone)]
 struct Ctx {
     pods_dir: PathBuf,
+    cri: Cri,
 }
 
 fn tls(cfg: &KubeletConfig) -> Result<rustls::ServerConfig, Error> {
@@ -154,18 +158,62 @@ async fn container_logs(
         .expect("valid response")
 }
 
-/// Serves the kubelet API until `shutdown`.
-pub async fn serve(cfg: KubeletConfig, shutdown: CancellationToken) -> Result<(), Error> {
+/// `/exec/{ns}/{pod}/{container}` ([`streaming`]).
+async fn exec(
+    State(ctx): State<Ctx>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+    req: axum::extract::Request,
+) -> Result<Response, StreamError> {
+    let opts = StreamOptions::from_query(&q)?;
+    let id = streaming::running_container(&ctx.cri, &ns, &pod, &container).await?;
+    let url = streaming::exec_url(&ctx.cri, id, &opts).await?;
+    streaming::proxy_upgrade(&url, req).await
+}
+
+/// `/attach/{ns}/{pod}/{container}` ([`streaming`]).
+async fn attach(
+    State(ctx): State<Ctx>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+    req: axum::extract::Request,
+) -> Result<Response, StreamError> {
+    let opts = StreamOptions::from_query(&q)?;
+    let id = streaming::running_container(&ctx.cri, &ns, &pod, &container).await?;
+    let url = streaming::attach_url(&ctx.cri, id, &opts).await?;
+    streaming::proxy_upgrade(&url, req).await
+}
+
+/// `/portForward/{ns}/{pod}` ([`streaming`]).
+async fn port_forward(
+    State(ctx): State<Ctx>,
+    Path((ns, pod)): Path<(String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+    req: axum::extract::Request,
+) -> Result<Response, StreamError> {
+    let ports = streaming::ports_from_query(&q)?;
+    let id = streaming::ready_sandbox(&ctx.cri, &ns, &pod).await?;
+    let url = streaming::port_forward_url(&ctx.cri, id, ports).await?;
+    streaming::proxy_upgrade(&url, req).await
+}
+
+/// Serves the kubelet API until `shutdown`; streaming requests go to the runtime
+/// behind `cri`.
+pub async fn serve(cfg: KubeletConfig, cri: Cri, shutdown: CancellationToken) -> Result<(), Error> {
     let tls = tls(&cfg)?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port))
         .await
         .map_err(|e| Error::Io(format!("kubelet API on port {}: {e}", cfg.port)))?;
     let ctx = Ctx {
         pods_dir: cfg.root_dir.join("pods"),
+        cri,
     };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", any(exec))
+        .route("/attach/{ns}/{pod}/{container}", any(attach))
+        .route("/portForward/{ns}/{pod}", any(port_forward))
         .with_state(ctx);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     tokio::spawn(async move {
@@ -182,7 +230,7 @@ pub async fn serve(cfg: KubeletConfig, shutdown: CancellationToken) -> Result<()
                     router.map_request(|r: http::Request<hyper::body::Incoming>| r.map(Body::new)),
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
             });
         }
