@@ -127,7 +127,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
          verbs: &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
          sub: ["status"], status: true),
     res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"],
-         cat: [], verbs: ALL_VERBS, sub: [], status: false),
+         cat: [], verbs: ALL_VERBS, sub: ["token"], status: false),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, short: ["ep"], cat: [],
          verbs: ALL_VERBS, sub: [], status: false),
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, short: ["deploy"],

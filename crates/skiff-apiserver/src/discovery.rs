@@ -47,7 +47,8 @@ pub fn group(name: &str) -> Option<Value> {
 /// What a subresource answers with: the kind its responses carry and the verbs it
 /// supports, as upstream registers them (k8s.io/kubernetes/pkg/registry: `status`
 /// returns the parent kind, `scale` an `autoscaling/v1` `Scale`, `binding` a
-/// `Binding`, `log` is a streamed `get` on a Pod, `finalize` updates a Namespace).
+/// `Binding`, `log` is a streamed `get` on a Pod, `finalize` updates a Namespace, `token`
+/// creates an `authentication.k8s.io/v1` `TokenRequest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubresourceInfo {
     /// Group of the response kind (`""` for core).
@@ -79,6 +80,12 @@ pub fn subresource(r: &ResourceInfo, sub: &str) -> SubresourceInfo {
         "binding" => same("Binding", &["create"]),
         "log" => same("Pod", &["get"]),
         "finalize" => same("Namespace", &["update"]),
+        "token" => SubresourceInfo {
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        },
         _ => same(r.kind, &["get"]),
     }
 }
@@ -118,4 +125,29 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         format!("{group}/{version}")
     };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serviceaccounts_list_the_token_subresource() {
+        let doc = resource_list("", "v1").unwrap();
+        let token = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "serviceaccounts/token")
+            .unwrap();
+        assert_eq!(
+            (&token["group"], &token["version"], &token["kind"], &token["verbs"]),
+            (
+                &json!("authentication.k8s.io"),
+                &json!("v1"),
+                &json!("TokenRequest"),
+                &json!(["create"])
+            )
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! It serves the Kubernetes REST API over HTTPS (discovery, CRUD, watch, subresources,
 //! `Status` errors, `Table` output) on top of a [`skiff_store::Store`], authenticating
-//! clients by x509 certificates signed by the cluster CA ([`pki`], [`authn`]) and
+//! clients by x509 certificates signed by the cluster CA ([`pki`], [`authn`]) or
+//! ServiceAccount bearer tokens ([`serviceaccount_token`]) and
 //! authorizing them with RBAC ([`authz`]).
 #![deny(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod request;
 pub mod rest;
 pub mod server;
 pub mod service_alloc;
+pub mod serviceaccount_token;
 pub mod status;
 pub mod stream_proxy;
 pub mod watch;
@@ -72,6 +74,8 @@ pub struct App {
     pub server_address: String,
     /// Decides whether an authenticated user may make a request.
     pub authorizer: authz::Authorizer,
+    /// Issues and verifies ServiceAccount tokens.
+    pub tokens: Arc<serviceaccount_token::TokenSigner>,
 }
 
 /// What the apiserver needs to run.
@@ -93,6 +97,9 @@ pub struct Config {
     /// Service ClusterIP and NodePort ranges (`--service-cluster-ip-range`,
     /// `--service-node-port-range`).
     pub service_network: service_alloc::ServiceNetwork,
+    /// Key signing ServiceAccount tokens, PEM (PKCS#8 P-256; see
+    /// [`pki::Pki::ensure_service_account_key`]).
+    pub service_account_key_pem: String,
 }
 
 /// Namespaces that exist from the start, as upstream creates them.
@@ -144,6 +151,8 @@ pub async fn run(
         &config.kubelet_client_key_pem,
     )
     .map_err(Error::Tls)?;
+    let tokens = serviceaccount_token::TokenSigner::from_pem(&config.service_account_key_pem)
+        .map_err(|e| Error::Tls(e.to_string()))?;
     let listener = server::bind(config.listen).await?;
     tracing::info!(listen = %config.listen, "apiserver serving");
     let app = App {
@@ -151,6 +160,7 @@ pub async fn run(
         kubelet,
         server_address: config.advertise,
         authorizer: authz::Authorizer::new(policy),
+        tokens: Arc::new(tokens),
     };
     let _ = on_ready.send(());
     server::serve(listener, tls, app, shutdown).await;

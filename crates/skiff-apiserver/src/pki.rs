@@ -3,7 +3,8 @@
 //! kubelet serving cert), plus kubeconfig files pointing at the apiserver.
 //!
 //! Layout under `DIR/tls/` (k3s-like): `ca.crt`/`ca.key`, `server.crt`/`server.key`,
-//! `<name>.crt`/`<name>.key` per client, and `<name>.kubeconfig`. Existing files are
+//! `<name>.crt`/`<name>.key` per client, `<name>.kubeconfig`, and
+//! `service-account.key` (the ServiceAccount token signing key). Existing files are
 //! reused on later starts, so clients keep working across restarts.
 
 use std::path::{Path, PathBuf};
@@ -129,6 +130,19 @@ impl Pki {
         })
     }
 
+    /// Returns the service-account signing key (PKCS#8 P-256, PEM) from
+    /// `service-account.key`, generating it on first start; it signs and verifies
+    /// ServiceAccount tokens ([`crate::serviceaccount_token`]).
+    pub fn ensure_service_account_key(&self) -> Result<String, PkiError> {
+        let path = self.dir.join("service-account.key");
+        if path.exists() {
+            return read(&path);
+        }
+        let pem = KeyPair::generate()?.serialize_pem();
+        write(&path, &pem, true)?;
+        Ok(pem)
+    }
+
     /// Path of the CA certificate.
     pub fn ca_path(&self) -> PathBuf {
         self.dir.join("ca.crt")
@@ -229,5 +243,7 @@ mod tests {
             )
             .unwrap();
         assert!(s.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        let sa = pki.ensure_service_account_key().unwrap();
+        assert_eq!(sa, pki2.ensure_service_account_key().unwrap());
     }
 }

@@ -312,6 +312,9 @@ pub async fn handle(
             let w = objects.create(res, ns, obj, write_options(&q)?).await?;
             Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
         }
+        (Method::POST, true, Some("token")) => {
+            crate::serviceaccount_token::create(objects, &app.tokens, ns.unwrap_or_default(), name_of(&r)?, &body).await
+        }
         (Method::POST, true, Some("binding")) => {
             let obj = parse_json(&body)?;
             bind(app, ns.unwrap_or_default(), name_of(&r)?, &obj, &q).await

@@ -137,9 +137,16 @@ async fn dispatch(State(app): State<App>, req: Request) -> Response {
 
 async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
-    let Some(user) = req.extensions().get::<Authenticated>().and_then(|a| a.0.clone()) else {
+    let Some(mut user) = req.extensions().get::<Authenticated>().and_then(|a| a.0.clone()) else {
         return Err(ApiError::unauthorized());
     };
+    // As upstream's union authenticator: a client certificate wins; otherwise a
+    // bearer token must be valid (401 if not), and no credentials is anonymous.
+    if user.name == crate::authn::ANONYMOUS_USER
+        && let Some(token) = bearer_token(req.headers())
+    {
+        user = crate::serviceaccount_token::authenticate(&app.objects, &app.tokens, token).await?;
+    }
     let method = req.method().clone();
     let q: HashMap<String, String> = request::parse_query(req.uri().query());
     let attrs = Attributes::from_request(&method, &path, &q);
@@ -229,6 +236,16 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
     }
     rest::handle(app, &method, rr, q, &headers, body).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Binds the listener.

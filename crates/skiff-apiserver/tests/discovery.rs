@@ -55,6 +55,7 @@ async fn start() -> TestServer {
         kubelet_client_cert_pem: admin.cert_pem.clone(),
         kubelet_client_key_pem: admin.key_pem.clone(),
         service_network: Default::default(),
+        service_account_key_pem: pki.ensure_service_account_key().unwrap(),
     };
     tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
     rx.await.unwrap();

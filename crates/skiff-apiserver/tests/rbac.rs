@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
@@ -59,6 +60,7 @@ async fn start() -> TestServer {
         kubelet_client_cert_pem: admin.cert_pem.clone(),
         kubelet_client_key_pem: admin.key_pem.clone(),
         service_network: Default::default(),
+        service_account_key_pem: pki.ensure_service_account_key().unwrap(),
     };
     tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
     rx.await.unwrap();
@@ -274,4 +276,138 @@ async fn websocket_exec_needs_create_on_pods_exec() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(code, 404);
+}
+
+impl TestServer {
+    /// A client authenticating with bearer `token` (no client certificate), and the
+    /// kubeconfig it was read from.
+    async fn bearer(&self, file: &str, token: &str) -> kube::Client {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.pki.ca_pem);
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: sa\ncurrent-context: skiff\n",
+            self.url
+        );
+        let path = self.dir.path().join(format!("{file}.kubeconfig"));
+        std::fs::write(&path, text).unwrap();
+        let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    }
+}
+
+/// Lists pods in `default` until the authorizer's cache has caught up with `ok`.
+async fn wait_pods_list(pods: &Api<Pod>, ok: bool) -> Result<(), kube::Error> {
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = pods.list(&ListParams::default()).await.map(|_| ());
+        if last.is_ok() == ok {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+// kubectl runs as a blocking child process, so the server needs worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_authenticate_until_the_account_is_deleted() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::DeleteParams;
+
+    let server = start().await;
+    let admin = server.client("admin", "system:admin", &["system:masters"]).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+
+    // No such ServiceAccount: 404.
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
+    let (code, _, _) = api_error(
+        sas.create_token_request("build-bot", &PostParams::default(), &tr)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 404);
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "build-bot"}})).unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+
+    // Too short a lifetime: 422 with upstream's message.
+    let short: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 60}})).unwrap();
+    let (code, reason, message) = api_error(
+        sas.create_token_request("build-bot", &PostParams::default(), &short)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        message.ends_with("spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"),
+        "{message}"
+    );
+
+    let issued = sas
+        .create_token_request("build-bot", &PostParams::default(), &tr)
+        .await
+        .unwrap();
+    assert_eq!(issued.spec.expiration_seconds, Some(3600));
+    assert_eq!(issued.spec.audiences, ["https://kubernetes.default.svc.cluster.local"]);
+    let status = issued.status.unwrap();
+    let left = status.expiration_timestamp.0.as_second() - jiff::Timestamp::now().as_second();
+    assert!((3590..=3600).contains(&left), "{left}");
+
+    // The token authenticates as the ServiceAccount, which RBAC does not allow yet.
+    let bot = server.bearer("bot", &status.token).await;
+    let pods: Api<Pod> = Api::namespaced(bot.clone(), "default");
+    let (code, _, message) = api_error(pods.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(code, 403);
+    assert_eq!(
+        message,
+        r#"pods is forbidden: User "system:serviceaccount:default:build-bot" cannot list resource "pods" in API group "" in the namespace "default""#
+    );
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "build-bot-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "build-bot", "namespace": "default"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    wait_pods_list(&pods, true).await.unwrap();
+
+    // kubectl create token, then the token it printed works as well.
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.dir.path().join("admin.kubeconfig"))
+        .args(["create", "token", "build-bot", "--duration=20m"])
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let by_kubectl = server.bearer("bot-kubectl", token.trim()).await;
+    Api::<Pod>::namespaced(by_kubectl.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+
+    // Garbled and foreign tokens: 401.
+    for bad in [format!("{}x", status.token), "garbage".to_string()] {
+        let c = server.bearer("bad", &bad).await;
+        let (code, reason, _) = api_error(
+            Api::<Pod>::namespaced(c, "default")
+                .list(&ListParams::default())
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
+    }
+
+    // Deleting the ServiceAccount revokes its tokens; a new one of the same name
+    // (another uid) does not revive them.
+    sas.delete("build-bot", &DeleteParams::default()).await.unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let (code, _, _) = api_error(pods.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(code, 401);
 }

@@ -233,6 +233,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         kubelet_client_cert_pem: kubelet_client.cert_pem.clone(),
         kubelet_client_key_pem: kubelet_client.key_pem.clone(),
         service_network: service_network(&args)?,
+        service_account_key_pem: pki
+            .ensure_service_account_key()
+            .context("service-account signing key")?,
     };
     // The apiserver stops after the components, so that they can release their
     // leader-election leases on the way out.
