@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use skiff_api::events::{Aggregator, EventType, Recording, new_event};
 
 /// The owner reference with `controller: true`, if any.
@@ -173,6 +173,22 @@ pub async fn set_controller_ref(
 /// Whether an API error is a 404 NotFound.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Deletes `pod` only while it is still the object with its uid (a DeleteOptions
+/// precondition), so a same-named replacement created meanwhile is never removed,
+/// as upstream's controllers delete pods.
+pub async fn delete_pod(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+        .await
+        .map(|_| ())
 }
 
 /// Whether an API error is a 409 Conflict (stale resourceVersion or AlreadyExists).

@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Config, applier};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::common::{
-    controller_of, is_available, is_conflict, is_not_found, owner_ref, ready_since, record, reference,
+    controller_of, delete_pod, is_available, is_conflict, is_not_found, owner_ref, ready_since, record, reference,
 };
 use crate::expectations::Expectations;
 use crate::pod_cache::{self, PodCache, PodChange};
@@ -384,16 +384,7 @@ impl Ctx {
         }
         let deletes = future::join_all(plan.delete.iter().map(|p| {
             let api = api.clone();
-            async move {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: p.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                (p, api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await)
-            }
+            async move { (p, delete_pod(&api, p).await) }
         }));
         let creates = future::join_all(plan.create_on.iter().map(|n| {
             let (api, pod) = (api.clone(), pod_for_node(ds, n, hash));

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, applier};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::common::{controller_of, is_available, is_inactive, owner_ref, ready_since, record, reference};
+use crate::common::{controller_of, delete_pod, is_available, is_inactive, owner_ref, ready_since, record, reference};
 use crate::expectations::Expectations;
 use crate::pod_cache::{self, PodCache, PodChange};
 
@@ -289,14 +289,7 @@ impl Ctx {
         let results = future::join_all(victims.iter().map(|p| async move {
             let api: Api<Pod> =
                 Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or_default());
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            (p, api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await)
+            (p, delete_pod(&api, p).await)
         }))
         .await;
         let mut first_error = None;

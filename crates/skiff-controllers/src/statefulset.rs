@@ -33,7 +33,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Config, applier};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::common::{
-    controller_of, is_available, is_conflict, is_not_found, owner_ref, ready_since, record, reference,
+    controller_of, delete_pod, is_available, is_conflict, is_not_found, owner_ref, ready_since, record, reference,
 };
 use crate::pod_cache::{self, PodCache, PodChange};
 use crate::revision::{self, REVISION_HASH};
@@ -399,14 +399,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     for p in &plan.delete {
         let pod_name = p.metadata.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: p.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match pod_api.delete(&pod_name, &dp).await {
+        match delete_pod(&pod_api, p).await {
             Ok(_) => {
                 let msg = format!("delete Pod {pod_name} in StatefulSet {name} successful");
                 ctx.event(&sts, EventType::Normal, "SuccessfulDelete", &msg).await;

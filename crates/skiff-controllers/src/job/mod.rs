@@ -51,7 +51,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::common::{
-    controller_of, has_true_condition, is_conflict, is_not_found, owner_ref, record, reference, set_controller_ref,
+    controller_of, delete_pod, has_true_condition, is_conflict, is_not_found, owner_ref, record, reference,
+    set_controller_ref,
 };
 use crate::expectations::Expectations;
 use crate::pod_cache::{self, PodCache, PodChange};
@@ -201,14 +202,7 @@ impl Ctx {
         let results = future::join_all(victims.iter().map(|p| async move {
             let api: Api<Pod> =
                 Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or_default());
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: p.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            (p, api.delete(p.metadata.name.as_deref().unwrap_or_default(), &dp).await)
+            (p, delete_pod(&api, p).await)
         }))
         .await;
         let mut first_error = None;
