@@ -2,77 +2,13 @@
 //! (`apidiscovery.k8s.io/v2`) and the legacy documents over HTTPS, kube-rs's
 //! discovery in both modes, `/openapi/v2`, and the machine's `kubectl`.
 
-use std::sync::Arc;
+mod support;
+
+use support::{TestServer, start};
 
 use http::{HeaderMap, StatusCode, header};
 use kube::discovery::{Discovery, Scope};
 use serde_json::Value;
-use skiff_apiserver::pki::Pki;
-use tokio_util::sync::CancellationToken;
-
-struct TestServer {
-    client: kube::Client,
-    kubeconfig: std::path::PathBuf,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start() -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
-    let serving = pki
-        .ensure_cert(
-            "server",
-            "kube-apiserver",
-            &[],
-            &["127.0.0.1".into(), "localhost".into()],
-        )
-        .unwrap();
-    let admin = pki
-        .ensure_cert("admin", "system:admin", &["system:masters"], &[])
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let store: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let config = skiff_apiserver::Config {
-        listen: format!("127.0.0.1:{port}").parse().unwrap(),
-        advertise: format!("127.0.0.1:{port}"),
-        serving_cert_pem: serving.cert_pem.clone(),
-        serving_key_pem: serving.key_pem.clone(),
-        client_ca_pem: pki.ca_pem.clone(),
-        kubelet_client_cert_pem: admin.cert_pem.clone(),
-        kubelet_client_key_pem: admin.key_pem.clone(),
-        service_network: Default::default(),
-        service_account_key_pem: pki.ensure_service_account_key().unwrap(),
-    };
-    tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
-    rx.await.unwrap();
-    let kc_path = dir.path().join("admin.kubeconfig");
-    pki.write_kubeconfig(&kc_path, &format!("https://127.0.0.1:{port}"), "admin", &admin)
-        .unwrap();
-    let kc = kube::config::Kubeconfig::read_from(&kc_path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    TestServer {
-        client: kube::Client::try_from(cfg).unwrap(),
-        kubeconfig: kc_path,
-        shutdown,
-        _dir: dir,
-    }
-}
 
 const CLIENT_GO_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 

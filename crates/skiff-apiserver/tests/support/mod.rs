@@ -1,0 +1,72 @@
+//! The apiserver integration tests' harness: a real apiserver on a free loopback
+//! port with a temporary embedded store, and a `kube` client with an admin
+//! certificate.
+
+use std::sync::Arc;
+
+use skiff_apiserver::pki::Pki;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestServer {
+    pub client: kube::Client,
+    pub kubeconfig: std::path::PathBuf,
+    pub shutdown: CancellationToken,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn start() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
+    let serving = pki
+        .ensure_cert(
+            "server",
+            "kube-apiserver",
+            &[],
+            &["127.0.0.1".into(), "localhost".into()],
+        )
+        .unwrap();
+    let admin = pki
+        .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store: Arc<dyn skiff_store::Store> =
+        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let config = skiff_apiserver::Config {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        advertise: format!("127.0.0.1:{port}"),
+        serving_cert_pem: serving.cert_pem.clone(),
+        serving_key_pem: serving.key_pem.clone(),
+        client_ca_pem: pki.ca_pem.clone(),
+        kubelet_client_cert_pem: admin.cert_pem.clone(),
+        kubelet_client_key_pem: admin.key_pem.clone(),
+        service_network: Default::default(),
+        service_account_key_pem: pki.ensure_service_account_key().unwrap(),
+    };
+    tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
+    rx.await.unwrap();
+    let kc_path = dir.path().join("admin.kubeconfig");
+    pki.write_kubeconfig(&kc_path, &format!("https://127.0.0.1:{port}"), "admin", &admin)
+        .unwrap();
+    let kc = kube::config::Kubeconfig::read_from(&kc_path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    TestServer {
+        client: kube::Client::try_from(cfg).unwrap(),
+        kubeconfig: kc_path,
+        shutdown,
+        _dir: dir,
+    }
+}
