@@ -204,6 +204,17 @@ fn custom() -> Vec<&'static ResourceInfo> {
     CUSTOM.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// The first custom resource matching `pred` (no copy of the list: lookups run on
+/// every request).
+fn find_custom(pred: impl Fn(&ResourceInfo) -> bool) -> Option<&'static ResourceInfo> {
+    CUSTOM
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .find(|r| pred(r))
+}
+
 /// Leaks `s` as a `&'static str` (for run-time registered resources).
 pub fn leak(s: &str) -> &'static str {
     Box::leak(s.to_string().into_boxed_str())
@@ -227,7 +238,7 @@ pub fn set_custom_resources(group: &str, plural: &str, versions: Vec<ResourceInf
 
 /// Whether `res` was registered for a CustomResourceDefinition.
 pub fn is_custom(res: &ResourceInfo) -> bool {
-    custom().iter().any(|r| std::ptr::eq(*r, res))
+    find_custom(|r| std::ptr::eq(r, res)).is_some()
 }
 
 /// Every served resource: the built-in ones, then custom resources.
@@ -249,14 +260,14 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
 
 /// Finds a resource by group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    all()
-        .into_iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    let matches = |r: &ResourceInfo| r.group == group && r.version == version && r.plural == plural;
+    RESOURCES.iter().find(|r| matches(r)).or_else(|| find_custom(matches))
 }
 
 /// Finds a resource by group and kind (any version).
 pub fn lookup_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    all().into_iter().find(|r| r.group == group && r.kind == kind)
+    let matches = |r: &ResourceInfo| r.group == group && r.kind == kind;
+    RESOURCES.iter().find(|r| matches(r)).or_else(|| find_custom(matches))
 }
 
 /// Resources of one group/version, for discovery.
