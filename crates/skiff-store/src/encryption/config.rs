@@ -578,7 +578,7 @@ resources:
         .unwrap();
         let first = |g: &str, r: &str| {
             let t = c.transformer_for(&GroupResource::new(g, r)).unwrap();
-            String::from_utf8(t.to_storage(b"x", "/k").unwrap()[..19].to_vec()).unwrap()
+            String::from_utf8(t.transform_to_storage(b"x", "/k").unwrap()[..19].to_vec()).unwrap()
         };
         assert_eq!(first("", "secrets"), "k8s:enc:aesgcm:v1:a");
         assert_eq!(first("apps", "deployments"), "k8s:enc:aescbc:v1:b");

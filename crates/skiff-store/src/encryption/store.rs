@@ -73,7 +73,7 @@ impl Codec {
             None => Ok(false),
             Some(t) => {
                 let (plain, stale) = t
-                    .from_storage(&kv.value, &kv.key)
+                    .transform_from_storage(&kv.value, &kv.key)
                     .map_err(|e| transform_error(&kv.key, e))?;
                 kv.value = plain;
                 Ok(stale)
@@ -114,7 +114,9 @@ impl EncryptedStore {
     fn encode(&self, key: &str, value: Vec<u8>) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
         match self.codec.transformer(key) {
             Some(t) if !t.writes_plain() => {
-                let stored = t.to_storage(&value, key).map_err(|e| transform_error(key, e))?;
+                let stored = t
+                    .transform_to_storage(&value, key)
+                    .map_err(|e| transform_error(key, e))?;
                 Ok((stored, Some(value)))
             }
             _ => Ok((value, None)),

@@ -27,7 +27,7 @@ impl ResourceTransformer {
 
     /// The stored form of `plain` under storage key `key`, written by the first
     /// provider.
-    pub(crate) fn to_storage(&self, plain: &[u8], key: &str) -> Result<Vec<u8>, TransformError> {
+    pub(crate) fn transform_to_storage(&self, plain: &[u8], key: &str) -> Result<Vec<u8>, TransformError> {
         self.providers[0].seal(plain, key.as_bytes())
     }
 
@@ -38,7 +38,7 @@ impl ResourceTransformer {
 
     /// The plain form of the stored `data` of storage key `key`, and whether it is
     /// stale (not in the form the first provider and key would write).
-    pub(crate) fn from_storage(&self, data: &[u8], key: &str) -> Result<(Vec<u8>, bool), TransformError> {
+    pub(crate) fn transform_from_storage(&self, data: &[u8], key: &str) -> Result<(Vec<u8>, bool), TransformError> {
         let mut errors = Vec::new();
         for (i, p) in self.providers.iter().enumerate() {
             if !p.matches(data) {
@@ -82,14 +82,14 @@ mod tests {
         let gcm = keyed(Kind::AesGcm, "g", 1);
         let sb = keyed(Kind::Secretbox, "s", 2);
         let before = ResourceTransformer::new(vec![sb.clone()]);
-        let old = before.to_storage(b"v", KEY).unwrap();
+        let old = before.transform_to_storage(b"v", KEY).unwrap();
         let after = ResourceTransformer::new(vec![gcm, sb, Arc::new(Provider::Identity)]);
-        assert_eq!(after.from_storage(&old, KEY).unwrap(), (b"v".to_vec(), true));
-        let new = after.to_storage(b"v", KEY).unwrap();
+        assert_eq!(after.transform_from_storage(&old, KEY).unwrap(), (b"v".to_vec(), true));
+        let new = after.transform_to_storage(b"v", KEY).unwrap();
         assert!(new.starts_with(b"k8s:enc:aesgcm:v1:g:"));
-        assert_eq!(after.from_storage(&new, KEY).unwrap(), (b"v".to_vec(), false));
+        assert_eq!(after.transform_from_storage(&new, KEY).unwrap(), (b"v".to_vec(), false));
         assert_eq!(
-            after.from_storage(b"{}", KEY).unwrap(),
+            after.transform_from_storage(b"{}", KEY).unwrap(),
             (b"{}".to_vec(), true),
             "plain via identity"
         );
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn plain_values_need_an_identity_provider() {
         let t = ResourceTransformer::new(vec![keyed(Kind::AesCbc, "c", 1)]);
-        let err = t.from_storage(b"{\"kind\":\"Secret\"}", KEY).unwrap_err();
+        let err = t.transform_from_storage(b"{\"kind\":\"Secret\"}", KEY).unwrap_err();
         assert!(matches!(err, TransformError::NotEncrypted), "{err}");
         assert!(err.to_string().starts_with("no matching prefix found"), "{err}");
     }
@@ -107,21 +107,21 @@ mod tests {
     fn identity_first_writes_plain_and_still_reads_encrypted_values() {
         let gcm = keyed(Kind::AesGcm, "g", 1);
         let sealed = ResourceTransformer::new(vec![gcm.clone()])
-            .to_storage(b"v", KEY)
+            .transform_to_storage(b"v", KEY)
             .unwrap();
         let t = ResourceTransformer::new(vec![Arc::new(Provider::Identity), gcm]);
         assert!(t.writes_plain());
-        assert_eq!(t.to_storage(b"v", KEY).unwrap(), b"v");
-        assert_eq!(t.from_storage(&sealed, KEY).unwrap(), (b"v".to_vec(), true));
+        assert_eq!(t.transform_to_storage(b"v", KEY).unwrap(), b"v");
+        assert_eq!(t.transform_from_storage(&sealed, KEY).unwrap(), (b"v".to_vec(), true));
     }
 
     #[test]
     fn a_provider_that_is_not_configured_is_named() {
         let sealed = ResourceTransformer::new(vec![keyed(Kind::Secretbox, "s", 1)])
-            .to_storage(b"v", KEY)
+            .transform_to_storage(b"v", KEY)
             .unwrap();
         let t = ResourceTransformer::new(vec![keyed(Kind::AesGcm, "g", 1), Arc::new(Provider::Identity)]);
-        let err = t.from_storage(&sealed, KEY).unwrap_err();
+        let err = t.transform_from_storage(&sealed, KEY).unwrap_err();
         assert!(
             matches!(&err, TransformError::ProviderNotConfigured { provider } if provider == "secretbox"),
             "{err}"
@@ -134,9 +134,9 @@ mod tests {
         let k1 = keyed(Kind::AesCbc, "1", 1);
         let k2 = keyed(Kind::AesCbc, "2", 2);
         let sealed = ResourceTransformer::new(vec![k1.clone()])
-            .to_storage(b"v", KEY)
+            .transform_to_storage(b"v", KEY)
             .unwrap();
         let t = ResourceTransformer::new(vec![k2, k1]);
-        assert_eq!(t.from_storage(&sealed, KEY).unwrap(), (b"v".to_vec(), true));
+        assert_eq!(t.transform_from_storage(&sealed, KEY).unwrap(), (b"v".to_vec(), true));
     }
 }
