@@ -12,9 +12,9 @@ const NEW: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 const PASSWORD: &str = "correct-horse-battery-staple";
 
 fn secret_json(name: &str) -> Vec<u8> {
-    // The stored form of a Secret: JSON with the data base64-encoded, as the
-    // apiserver writes it; the plain password also appears in stringData-like
-    // annotations of careless clients, so the test looks for both forms.
+    // A Secret as the apiserver stores it (JSON, data base64-encoded), with the
+    // password also in plain text in an annotation, so the file checks cover both
+    // forms.
     format!(
         r#"{{"apiVersion":"v1","kind":"Secret","metadata":{{"name":"{name}","namespace":"default","annotations":{{"note":"{PASSWORD}"}}}},"data":{{"password":"Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5LXN0YXBsZQ=="}}}}"#
     )
