@@ -419,8 +419,8 @@ impl Objects {
     /// the client sent (a mismatch is 409 Conflict); without one, conflicts are retried.
     /// `f` maps the current object to the desired one; returning an identical object
     /// skips the write unless the store reports the stored value stale
-    /// ([`skiff_store::Store::is_stale`]). An object being deleted whose finalizers are all gone is
-    /// removed from the store.
+    /// ([`skiff_store::Store::is_stale`]). An object being deleted whose finalizers
+    /// are all gone is removed from the store.
     pub async fn mutate<F>(
         &self,
         res: &ResourceInfo,
