@@ -21,6 +21,12 @@ impl Drop for TestServer {
 }
 
 pub async fn start() -> TestServer {
+    start_with(|store| store).await
+}
+
+/// Like [`start`], with `wrap` put around the embedded store before the apiserver
+/// gets it (e.g. encryption at rest); `wrap` receives the engine itself.
+pub async fn start_with(wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
     let serving = pki
@@ -39,8 +45,9 @@ pub async fn start() -> TestServer {
         .local_addr()
         .unwrap()
         .port();
-    let store: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let store = wrap(Arc::new(
+        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
+    ));
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = skiff_apiserver::Config {
