@@ -305,8 +305,15 @@ pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Ve
         let host_path = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
                 let p = PathBuf::from(&host_path).join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
-                p.display().to_string()
+                let resolved = if crate::volumes::is_api_backed(v) {
+                    // A file of the volume, reached through its `..data` link: the
+                    // container gets the file itself, as upstream (no updates).
+                    std::fs::canonicalize(&p).map_err(|e| format!("subPath {sub:?} of volume {}: {e}", v.name))?
+                } else {
+                    std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
+                    p
+                };
+                resolved.display().to_string()
             }
             None => host_path,
         };
