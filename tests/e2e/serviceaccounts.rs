@@ -102,6 +102,24 @@ fn a_pod_reads_its_service_account_credentials_and_they_die_with_it() {
         "--timeout=120s",
     ]);
 
+    // In-cluster clients find the apiserver through the `kubernetes` Service.
+    let service_ip = c.kubectl_ok(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let env = c.kubectl_ok(&["exec", "client", "-n", NS, "--", "env"]);
+    assert!(
+        env.lines()
+            .any(|l| l == format!("KUBERNETES_SERVICE_HOST={service_ip}")),
+        "{env}"
+    );
+    assert!(env.lines().any(|l| l == "KUBERNETES_SERVICE_PORT=443"), "{env}");
+
     let cat = |file: &str| c.kubectl_ok(&["exec", "client", "-n", NS, "--", "cat", &format!("{DIR}/{file}")]);
     assert_eq!(cat("namespace"), NS);
     let ca = std::fs::read_to_string(c.dir.join("tls/ca.crt")).unwrap();
@@ -121,6 +139,21 @@ fn a_pod_reads_its_service_account_credentials_and_they_die_with_it() {
     assert!(
         err.contains(r#"User "system:serviceaccount:sa-e2e:default" cannot list resource "pods""#),
         "{err}"
+    );
+
+    // From inside the pod, as an in-cluster client does: the Service address from
+    // the environment, the token from the volume. (busybox wget cannot verify
+    // certificates; `ca.crt` was checked against the cluster CA above.)
+    let script = format!(
+        "wget -qO- --no-check-certificate --header \"Authorization: Bearer $(cat {DIR}/token)\" \
+         --header 'Content-Type: application/json' \
+         --post-data '{{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}}' \
+         https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews"
+    );
+    let review = c.kubectl_ok(&["exec", "client", "-n", NS, "--", "sh", "-c", &script]);
+    assert!(
+        review.contains(r#""username":"system:serviceaccount:sa-e2e:default""#),
+        "{review}"
     );
 
     let whoami = kubectl_with_token(

@@ -13,6 +13,7 @@ pub mod pod_spec;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod service_env;
 pub mod status;
 pub mod streaming;
 pub mod token;

@@ -196,8 +196,10 @@ pub fn sandbox_config(cfg: &KubeletConfig, uid: &str, pod: &Pod, attempt: u32) -
     }
 }
 
-/// The container environment: `envFrom`, then `env` (values with `$(VAR)` expansion,
-/// fieldRef, configMapKeyRef, secretKeyRef). `Err` is a CreateContainerConfigError message.
+/// The container environment: the Service variables ([`crate::service_env`]), then
+/// `envFrom`, then `env` (values with `$(VAR)` expansion, fieldRef, configMapKeyRef,
+/// secretKeyRef), later sources overriding earlier ones as upstream. `Err` is a
+/// CreateContainerConfigError message.
 pub async fn env(
     client: &kube::Client,
     node_ip: IpAddr,
@@ -206,7 +208,7 @@ pub async fn env(
     pod_ip: &str,
 ) -> Result<BTreeMap<String, String>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let mut env = BTreeMap::new();
+    let mut env = crate::service_env::for_pod(client, pod).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for from in c.env_from.as_deref().unwrap_or_default() {
