@@ -141,21 +141,6 @@ fn a_pod_reads_its_service_account_credentials_and_they_die_with_it() {
         "{err}"
     );
 
-    // From inside the pod, as an in-cluster client does: the Service address from
-    // the environment, the token from the volume. (busybox wget cannot verify
-    // certificates; `ca.crt` was checked against the cluster CA above.)
-    let script = format!(
-        "wget -qO- --no-check-certificate --header \"Authorization: Bearer $(cat {DIR}/token)\" \
-         --header 'Content-Type: application/json' \
-         --post-data '{{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}}' \
-         https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews"
-    );
-    let review = c.kubectl_ok(&["exec", "client", "-n", NS, "--", "sh", "-c", &script]);
-    assert!(
-        review.contains(r#""username":"system:serviceaccount:sa-e2e:default""#),
-        "{review}"
-    );
-
     let whoami = kubectl_with_token(
         &c,
         &token,
