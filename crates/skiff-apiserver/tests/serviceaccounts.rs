@@ -237,6 +237,12 @@ async fn a_token_bound_to_a_pod_stops_working_when_the_pod_is_deleted() {
         review["status"]["audiences"],
         json!(["https://kubernetes.default.svc.cluster.local"])
     );
+    let empty: TokenReview = serde_json::from_value(json!({"spec": {}})).unwrap();
+    let (code, _, message) = api_error(reviews.create(&PostParams::default(), &empty).await.unwrap_err());
+    assert_eq!(
+        (code, message.as_str()),
+        (400, "token is required for TokenReview in authentication")
+    );
     let other: TokenReview = serde_json::from_value(json!({"spec": {"token": token, "audiences": ["vault"]}})).unwrap();
     let review = reviews.create(&PostParams::default(), &other).await.unwrap();
     assert_eq!(
