@@ -20,8 +20,10 @@ use std::pin::Pin;
 use futures::Stream;
 
 pub mod embedded;
+pub mod etcd;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 
 /// A store revision (etcd's `revision`). `0` means "no revision" / "latest" where an
 /// argument accepts it.
@@ -140,16 +142,27 @@ pub enum Error {
         /// The current revision.
         current: Revision,
     },
-    /// The underlying engine failed (I/O, corruption, unavailable backend).
+    /// The underlying engine failed (I/O, corruption, a rejected request).
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The datastore cannot be reached or cannot serve the request now: no member of
+    /// the etcd cluster answered within the request timeout, or the cluster has no
+    /// leader (lost quorum). Retrying later may succeed; the apiserver answers `503`
+    /// and reports it on `/readyz` (upstream's etcd readiness check).
+    #[error("datastore unavailable ({endpoints}): {reason}")]
+    Unavailable {
+        /// The endpoints the store was configured with, comma-separated.
+        endpoints: String,
+        /// What failed (timeout, connection refused, no leader, ...).
+        reason: String,
+    },
 }
 
 /// Shorthand for store results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The storage interface the apiserver uses. Implemented by the embedded engine and
-/// (later) the etcd engine; one test suite runs against every implementation.
+/// the etcd engine; one test suite runs against every implementation.
 ///
 /// Every write is durable when its future resolves successfully.
 #[async_trait::async_trait]
@@ -187,4 +200,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::Compacted`]. A `revision` beyond the current one compacts up to the
     /// current one; one at or below the compacted revision changes nothing.
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// Checks that the store can serve linearizable requests now (the apiserver's
+    /// `/readyz` `etcd` check). The embedded engine is always healthy while open; the
+    /// etcd engine does a quorum read with a short timeout like upstream's etcd health
+    /// check. Errors: [`Error::Unavailable`] when the datastore cannot answer.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }
