@@ -65,22 +65,77 @@ fn describe_status(s: &tonic::Status) -> String {
     }
 }
 
-/// Runs one etcd request with the store's request timeout: past `limit` the request is
-/// abandoned and the result is [`Error::Unavailable`] naming `endpoints`.
-pub(super) async fn bounded<T>(
+/// Which failures a request may be retried after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// Reads: any failure that means "unavailable" (nothing changes by asking again).
+    Read,
+    /// Writes: only failures where etcd certainly did not receive or apply the
+    /// request (no connection could be made; etcd refused it for lack of a leader),
+    /// so a retried create never answers "already exists" for its own first attempt.
+    Write,
+}
+
+/// Whether `e` says the request never reached a member that could apply it.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let text = match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        etcd_client::Error::TransportError(t) => format!("{t:?}"),
+        _ => return false,
+    };
+    [
+        "connect error",
+        "error trying to connect",
+        "Connection refused",
+        "no leader",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
+/// Runs one etcd request with the store's request timeout, retrying failures that
+/// `retry` allows (another member may answer, or an election may finish) until the
+/// timeout. Past `limit` the result is [`Error::Unavailable`] naming `endpoints` and
+/// the last failure.
+pub(super) async fn bounded<T, F>(
     limit: Duration,
     endpoints: &str,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, Failure> {
-    match tokio::time::timeout(limit, request).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(classify(e, endpoints)),
-        Err(_) => Err(Failure::Other(Error::Unavailable {
-            endpoints: endpoints.to_string(),
-            reason: format!("no answer within {}s", limit.as_secs_f32()),
-        })),
+    retry: Retry,
+    mut request: impl FnMut() -> F,
+) -> Result<T, Failure>
+where
+    F: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = None;
+    loop {
+        let failure = match tokio::time::timeout_at(deadline, request()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => {
+                let again = not_sent(&e);
+                match classify(e, endpoints) {
+                    Failure::Other(Error::Unavailable { reason, .. }) if again || retry == Retry::Read => reason,
+                    f => return Err(f),
+                }
+            }
+            Err(_) => String::new(),
+        };
+        if !failure.is_empty() {
+            last = Some(failure);
+        }
+        if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+            let waited = format!("no answer within {}s", limit.as_secs_f32());
+            return Err(Failure::Other(Error::Unavailable {
+                endpoints: endpoints.to_string(),
+                reason: last.map_or(waited.clone(), |l| format!("{waited}; last error: {l}")),
+            }));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
+
+/// Pause between attempts of a retried request.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl From<Failure> for Error {
     fn from(f: Failure) -> Self {

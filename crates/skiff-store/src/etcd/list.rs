@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
 
-use super::error::Failure;
+use super::error::{Failure, Retry};
 use super::{EtcdStore, key_value, revision_of};
 use crate::{Error, ListOptions, ListResult, Result, Revision};
 
@@ -46,11 +46,12 @@ pub(super) async fn list(s: &EtcdStore, prefix: &str, opts: &ListOptions) -> Res
         Some(n) => get = get.with_limit(i64::try_from(n).unwrap_or(i64::MAX)),
         None => {}
     }
-    let mut kv = s.kv();
-    let resp = match s
-        .bounded(kv.get(page_start(prefix, opts.start_after.as_deref()), Some(get)))
-        .await
-    {
+    let start = page_start(prefix, opts.start_after.as_deref());
+    let range = || {
+        let (mut kv, start, get) = (s.kv(), start.clone(), get.clone());
+        async move { kv.get(start, Some(get)).await }
+    };
+    let resp = match s.call(Retry::Read, range).await {
         Ok(r) => r,
         Err(Failure::Compacted) => {
             let requested = requested.unwrap_or(0);
@@ -81,7 +82,7 @@ pub(super) async fn list(s: &EtcdStore, prefix: &str, opts: &ListOptions) -> Res
 /// upstream's reflector learns it from a `410`); this opens such a watch on a key
 /// nobody writes. Only called after etcd reported a compacted revision.
 pub(super) async fn compacted_revision(s: &EtcdStore) -> Result<Revision> {
-    let probe = async {
+    let probe = || async {
         let mut w = s.client.watch_client();
         let mut stream = w
             .watch(
@@ -101,7 +102,7 @@ pub(super) async fn compacted_revision(s: &EtcdStore) -> Result<Revision> {
     };
     // etcd checks a new watch against the compacted revision on its next watcher
     // sync (every 100 ms); a probe left waiting means nothing before it was compacted.
-    match tokio::time::timeout(PROBE_TIMEOUT, s.bounded(probe)).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, s.call(Retry::Read, probe)).await {
         Ok(r) => Ok(r?),
         Err(_) => Ok(0),
     }

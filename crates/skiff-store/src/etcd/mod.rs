@@ -30,7 +30,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
 pub use config::{EtcdConfig, EtcdTls};
-use error::{Failure, bounded};
+use error::{Failure, Retry, bounded};
 
 use crate::{Error, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream};
 
@@ -115,23 +115,21 @@ impl EtcdStore {
         self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
-    /// Runs `request` under the request timeout.
-    async fn bounded<T>(
-        &self,
-        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, Failure> {
-        bounded(self.timeout, &self.endpoints, request).await
+    /// Runs `request` under the request timeout, retrying as `retry` allows.
+    async fn call<T, F>(&self, retry: Retry, request: impl FnMut() -> F) -> Result<T, Failure>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        bounded(self.timeout, &self.endpoints, retry, request).await
     }
 
     /// A linearizable read of one key that never exists, returning the cluster's
     /// current revision (the response header's).
     async fn header_revision(&self, timeout: Duration) -> Result<Revision> {
-        let mut kv = self.kv();
-        let resp = bounded(
-            timeout,
-            &self.endpoints,
-            kv.get("health", Some(GetOptions::new().with_count_only())),
-        )
+        let resp = bounded(timeout, &self.endpoints, Retry::Read, || {
+            let mut kv = self.kv();
+            async move { kv.get("health", Some(GetOptions::new().with_count_only())).await }
+        })
         .await?;
         revision_of(resp.header())
     }
@@ -159,8 +157,12 @@ fn key_value(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut kv = self.kv();
-        let resp = self.bounded(kv.get(key, None)).await?;
+        let resp = self
+            .call(Retry::Read, || {
+                let mut kv = self.kv();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         resp.kvs().first().map(key_value).transpose()
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::mpsc;
 
-use super::error::Failure;
+use super::error::{Failure, Retry};
 use super::list::{compacted_revision, prefix_end};
 use super::{EtcdStore, key_value};
 use crate::{Error, Event, EventKind, KeyValue, Result, Revision, WatchStream};
@@ -43,12 +43,15 @@ pub(super) async fn watch(s: &EtcdStore, prefix: &str, after: Revision) -> Resul
 /// i.e. `after` is older than etcd's compacted revision (a range at `after` is refused
 /// exactly then). A revision in the future is fine: the watch waits for it.
 async fn check_retained(s: &EtcdStore, prefix: &str, after: Revision) -> Result<()> {
-    let mut kv = s.kv();
     let opts = GetOptions::new()
         .with_range(prefix_end(prefix.as_bytes()))
         .with_revision(after)
         .with_count_only();
-    match s.bounded(kv.get(prefix, Some(opts))).await {
+    let range = || {
+        let (mut kv, opts) = (s.kv(), opts.clone());
+        async move { kv.get(prefix, Some(opts)).await }
+    };
+    match s.call(Retry::Read, range).await {
         Ok(_) | Err(Failure::FutureRevision) => Ok(()),
         Err(Failure::Compacted) => Err(Error::Compacted {
             requested: after,
@@ -65,9 +68,9 @@ async fn open(s: &EtcdStore, prefix: &str, after: Revision) -> Result<etcd_clien
         .with_range(prefix_end(prefix.as_bytes()))
         .with_start_revision(after + 1)
         .with_prev_key();
-    let mut client = s.client.watch_client();
-    let created = async {
-        let mut stream = client.watch(prefix, Some(opts)).await?;
+    let created = || async {
+        let mut client = s.client.watch_client();
+        let mut stream = client.watch(prefix, Some(opts.clone())).await?;
         match stream.message().await? {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
             Some(resp) => Err(etcd_client::Error::WatchError(format!(
@@ -77,7 +80,7 @@ async fn open(s: &EtcdStore, prefix: &str, after: Revision) -> Result<etcd_clien
             None => Err(etcd_client::Error::WatchError("etcd closed the watch".into())),
         }
     };
-    Ok(s.bounded(created).await?)
+    Ok(s.call(Retry::Read, created).await?)
 }
 
 /// Converts one etcd event. A delete carries the key's last value with the delete's

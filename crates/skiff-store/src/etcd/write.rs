@@ -4,7 +4,7 @@
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
-use super::error::Failure;
+use super::error::{Failure, Retry};
 use super::{EtcdStore, key_value, revision_of};
 use crate::{Error, KeyValue, Result, Revision};
 
@@ -42,13 +42,20 @@ fn refused(key: &str, expected: Option<Revision>, resp: &TxnResponse) -> Error {
     }
 }
 
+impl EtcdStore {
+    /// One transaction request (a fresh client handle per attempt).
+    fn kv_txn(&self, txn: &Txn) -> impl std::future::Future<Output = Result<TxnResponse, etcd_client::Error>> {
+        let (mut kv, txn) = (self.kv(), txn.clone());
+        async move { kv.txn(txn).await }
+    }
+}
+
 pub(super) async fn create(s: &EtcdStore, key: &str, value: Vec<u8>) -> Result<KeyValue> {
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key, value.clone(), None)])
         .or_else([TxnOp::get(key, None)]);
-    let mut kv = s.kv();
-    let resp = s.bounded(kv.txn(txn)).await?;
+    let resp = s.call(Retry::Write, || s.kv_txn(&txn)).await?;
     if !resp.succeeded() {
         return Err(Error::AlreadyExists(key.to_string()));
     }
@@ -66,8 +73,7 @@ pub(super) async fn update(s: &EtcdStore, key: &str, expected: Revision, value: 
         .when(guard(key, Some(expected)))
         .and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_prev_key()))])
         .or_else([TxnOp::get(key, None)]);
-    let mut kv = s.kv();
-    let resp = s.bounded(kv.txn(txn)).await?;
+    let resp = s.call(Retry::Write, || s.kv_txn(&txn)).await?;
     if !resp.succeeded() {
         return Err(refused(key, Some(expected), &resp));
     }
@@ -93,8 +99,7 @@ pub(super) async fn delete(s: &EtcdStore, key: &str, expected: Option<Revision>)
         .when(guard(key, expected))
         .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
         .or_else([TxnOp::get(key, None)]);
-    let mut kv = s.kv();
-    let resp = s.bounded(kv.txn(txn)).await?;
+    let resp = s.call(Retry::Write, || s.kv_txn(&txn)).await?;
     if !resp.succeeded() {
         return Err(refused(key, expected, &resp));
     }
@@ -121,8 +126,11 @@ pub(super) async fn compact(s: &EtcdStore, revision: Revision) -> Result<()> {
     if at <= 0 {
         return Ok(());
     }
-    let mut kv = s.kv();
-    match s.bounded(kv.compact(at, None)).await {
+    let compact = || {
+        let mut kv = s.kv();
+        async move { kv.compact(at, None).await }
+    };
+    match s.call(Retry::Read, compact).await {
         Ok(_) | Err(Failure::Compacted) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -66,6 +66,8 @@ pub struct MemberSpec {
     pub peer_port: u16,
     /// `--initial-cluster`.
     pub initial_cluster: String,
+    /// `--initial-cluster-token` (the same for every member of one cluster).
+    pub token: String,
     /// Client TLS, if any.
     pub tls: Option<MemberTls>,
 }
@@ -117,6 +119,7 @@ impl Member {
             client_port,
             peer_port,
             initial_cluster: format!("m0=http://127.0.0.1:{peer_port}"),
+            token: format!("skiff-test-{peer_port}"),
             tls,
         };
         let mut m = Self::start_in(spec, tmp.path());
@@ -195,6 +198,7 @@ impl Cluster {
                     client_port,
                     peer_port,
                     initial_cluster: initial_cluster.clone(),
+                    token: format!("skiff-test-{}", ports[0].1),
                     tls: None,
                 };
                 Member::start_in(spec, tmp.path())
@@ -240,7 +244,7 @@ fn spawn(spec: &MemberSpec, dir: &Path) -> Child {
         .arg("--initial-cluster-state")
         .arg("new")
         .arg("--initial-cluster-token")
-        .arg(format!("skiff-test-{}", spec.peer_port))
+        .arg(&spec.token)
         .arg("--heartbeat-interval")
         .arg("100")
         .arg("--election-timeout")
