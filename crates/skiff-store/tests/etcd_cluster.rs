@@ -16,7 +16,7 @@ mod support;
 
 use support::etcd::{Cluster, Ports};
 
-static PORTS: Ports = Ports::new(23860, 23900);
+static PORTS: Ports = Ports::new(23860, 23880);
 
 /// Retries `f` until it succeeds (panics after 60 s with the last error).
 async fn eventually<T, F: std::future::Future<Output = Result<T, Error>>>(mut f: impl FnMut() -> F) -> T {
