@@ -27,7 +27,7 @@ const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const WRITERS: [usize; 3] = [1, 16, 256];
 
 /// Loopback ports of the benchmark's etcd.
-static PORTS: etcd_member::Ports = etcd_member::Ports::new(23880, 23890);
+static PORTS: etcd_member::Ports = etcd_member::Ports::new(23890, 23900);
 
 /// Throughput (writes/s) and p50/p99 latency (ms) of one run.
 #[derive(Clone, Copy)]

@@ -24,6 +24,16 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The start key of etcd's range for `prefix`: the prefix itself, or `[0]` (the
+/// smallest key) for the empty prefix, which etcd does not accept as a key.
+pub(super) fn range_start(prefix: &str) -> Vec<u8> {
+    if prefix.is_empty() {
+        vec![0]
+    } else {
+        prefix.as_bytes().to_vec()
+    }
+}
+
 /// The first key of the page: the prefix, or the smallest key after `start_after`.
 fn page_start(prefix: &str, start_after: Option<&str>) -> Vec<u8> {
     match start_after {
@@ -32,7 +42,7 @@ fn page_start(prefix: &str, start_after: Option<&str>) -> Vec<u8> {
             k.push(0);
             k
         }
-        _ => prefix.as_bytes().to_vec(),
+        _ => range_start(prefix),
     }
 }
 
@@ -122,5 +132,6 @@ mod tests {
         assert_eq!(prefix_end(b""), [0]);
         assert_eq!(page_start("/r/", Some("/r/a")), b"/r/a\0");
         assert_eq!(page_start("/r/", Some("/a")), b"/r/");
+        assert_eq!(page_start("", None), [0]);
     }
 }

@@ -16,7 +16,7 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::mpsc;
 
 use super::error::{Failure, Retry};
-use super::list::{compacted_revision, prefix_end};
+use super::list::{compacted_revision, prefix_end, range_start};
 use super::{EtcdStore, key_value};
 use crate::{Error, Event, EventKind, KeyValue, Result, Revision, WatchStream};
 
@@ -49,7 +49,7 @@ async fn check_retained(s: &EtcdStore, prefix: &str, after: Revision) -> Result<
         .with_count_only();
     let range = || {
         let (mut kv, opts) = (s.kv(), opts.clone());
-        async move { kv.get(prefix, Some(opts)).await }
+        async move { kv.get(range_start(prefix), Some(opts)).await }
     };
     match s.call(Retry::Read, range).await {
         Ok(_) | Err(Failure::FutureRevision) => Ok(()),
@@ -63,14 +63,21 @@ async fn check_retained(s: &EtcdStore, prefix: &str, after: Revision) -> Result<
 
 /// Creates an etcd watch for changes under `prefix` after revision `after` and waits
 /// for etcd to confirm it.
+///
+/// The watch starts *at* `after` (its events at `after` are skipped by [`run`]):
+/// etcd cancels a watch whose start revision is below the compacted revision, so
+/// this makes "history after `after` is incomplete" (`after` < compacted) end the
+/// watch with [`Error::Compacted`], like the embedded engine. Starting at `after + 1`
+/// instead would let a watch with `after + 1` equal to the compacted revision run on
+/// a history whose deletions at that revision are gone.
 async fn open(s: &EtcdStore, prefix: &str, after: Revision) -> Result<etcd_client::WatchStream> {
     let opts = WatchOptions::new()
         .with_range(prefix_end(prefix.as_bytes()))
-        .with_start_revision(after + 1)
+        .with_start_revision(after.max(1))
         .with_prev_key();
     let created = || async {
         let mut client = s.client.watch_client();
-        let mut stream = client.watch(prefix, Some(opts.clone())).await?;
+        let mut stream = client.watch(range_start(prefix), Some(opts.clone())).await?;
         match stream.message().await? {
             Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
             Some(resp) => Err(etcd_client::Error::WatchError(format!(
@@ -125,6 +132,8 @@ async fn run(
     mut stream: etcd_client::WatchStream,
     tx: mpsc::Sender<Result<Event>>,
 ) {
+    // Events at or before the revision the current etcd watch was opened after.
+    let mut skip_upto = last;
     loop {
         let message = tokio::select! {
             _ = tx.closed() => return,
@@ -150,6 +159,9 @@ async fn run(
                             return;
                         }
                     };
+                    if ev.revision() <= skip_upto {
+                        continue;
+                    }
                     last = ev.revision();
                     if tx.send(Ok(ev)).await.is_err() {
                         return;
@@ -162,7 +174,10 @@ async fn run(
         };
         tracing::debug!(%prefix, after = last, reason = %broken, "etcd watch broke, re-creating it");
         match reopen(&s, &prefix, last, &tx).await {
-            Some(Ok(st)) => stream = st,
+            Some(Ok(st)) => {
+                stream = st;
+                skip_upto = last;
+            }
             Some(Err(e)) => {
                 let _ = tx.send(Err(e)).await;
                 return;
