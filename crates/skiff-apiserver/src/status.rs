@@ -226,12 +226,6 @@ impl From<skiff_store::Error> for ApiError {
                     format!("Too large resource version: {requested}, current: {current}"),
                 )
             },
-            // The datastore cannot answer now: fail fast with a retryable 503
-            // rather than letting the request hang.
-            e @ skiff_store::Error::Unavailable { .. } => Self {
-                details: Some(json!({"retryAfterSeconds": 1})),
-                ..Self::new(503, "ServiceUnavailable", e.to_string())
-            },
             other => Self::internal(other.to_string()),
         }
     }

@@ -147,8 +147,9 @@ pub enum Error {
     Backend(String),
     /// The datastore cannot be reached or cannot serve the request now: no member of
     /// the etcd cluster answered within the request timeout, or the cluster has no
-    /// leader (lost quorum). Retrying later may succeed; the apiserver answers `503`
-    /// and reports it on `/readyz` (upstream's etcd readiness check).
+    /// leader (lost quorum). Retrying later may succeed; the apiserver answers `500`
+    /// with this message (as upstream does for etcd failures) and reports it on
+    /// `/readyz` (upstream's etcd readiness check).
     #[error("datastore unavailable ({endpoints}): {reason}")]
     Unavailable {
         /// The endpoints the store was configured with, comma-separated.
