@@ -13,6 +13,12 @@
 //! successful write (create, update or delete). A key's `create_revision` is the
 //! revision of the write that created it; its `mod_revision` is the revision of the
 //! last write to it, which the apiserver exposes as `metadata.resourceVersion`.
+//!
+//! Two engines implement [`Store`]: [`EmbeddedStore`] (the default, one redb file in
+//! the data dir) and [`EtcdStore`] (an etcd v3 cluster, for control planes of several
+//! servers; its revisions are etcd's, so a fresh etcd starts at revision 1). One
+//! behavioural suite (`tests/support/suite.rs`) and the differential test run against
+//! both.
 #![deny(missing_docs)]
 
 use std::pin::Pin;
