@@ -9,6 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,16 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 /// Hands out loopback ports from `[start, end)` that nothing listens on.
+///
+/// A port handed out is also locked (an exclusive lock on
+/// `$TMPDIR/skiff-test-ports/PORT.lock`, held until the process exits), so test
+/// processes running at the same time (one per test under nextest) never pick the
+/// same port even before etcd binds it.
 pub struct Ports {
     next: AtomicU16,
+    start: u16,
     end: u16,
+    held: Mutex<Vec<std::fs::File>>,
 }
 
 impl Ports {
@@ -28,19 +36,26 @@ impl Ports {
     pub const fn new(start: u16, end: u16) -> Self {
         Self {
             next: AtomicU16::new(start),
+            start,
             end,
+            held: Mutex::new(Vec::new()),
         }
     }
 
     /// The next free port.
     pub fn take(&self) -> u16 {
-        loop {
+        let dir = std::env::temp_dir().join("skiff-test-ports");
+        std::fs::create_dir_all(&dir).unwrap();
+        for _ in self.start..self.end {
             let p = self.next.fetch_add(1, Ordering::SeqCst);
-            assert!(p < self.end, "out of test ports");
-            if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            assert!(p < self.end, "out of test ports in {}..{}", self.start, self.end);
+            let lock = std::fs::File::create(dir.join(format!("{p}.lock"))).unwrap();
+            if lock.try_lock().is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                self.held.lock().unwrap().push(lock);
                 return p;
             }
         }
+        panic!("out of test ports in {}..{}", self.start, self.end);
     }
 }
 
