@@ -200,6 +200,50 @@ async fn open_store(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Arc<dy
     Ok(Arc::new(store))
 }
 
+#[cfg(test)]
+mod datastore_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    async fn open(flags: &[&str]) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from(std::iter::once("server").chain(flags.iter().copied())).unwrap();
+        open_store(&cli.args, dir.path()).await
+    }
+
+    #[tokio::test]
+    async fn datastore_flags_choose_the_engine_or_fail_clearly() {
+        // No flag: the embedded store, always healthy.
+        open(&[]).await.unwrap().health().await.unwrap();
+        let err = open(&["--datastore-cafile", "/ca.pem"]).await.err().unwrap();
+        assert!(format!("{err:#}").contains("need --datastore-endpoint"), "{err:#}");
+        let err = open(&["--datastore-endpoint", "mysql://db:3306"]).await.err().unwrap();
+        assert!(format!("{err:#}").contains("unsupported scheme"), "{err:#}");
+        // etcd that nobody serves: the server starts, its store reports it unavailable.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = open(&["--datastore-endpoint", &format!("etcd://127.0.0.1:{port}")])
+            .await
+            .unwrap();
+        match store.health().await {
+            Err(skiff_store::Error::Unavailable { endpoints, .. }) => {
+                assert_eq!(endpoints, format!("http://127.0.0.1:{port}"));
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}
+
 /// Runs `skiff server` until SIGTERM/SIGINT.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
