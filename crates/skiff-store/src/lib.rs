@@ -26,9 +26,11 @@ use std::pin::Pin;
 use futures::Stream;
 
 pub mod embedded;
+pub mod encryption;
 pub mod etcd;
 
 pub use embedded::EmbeddedStore;
+pub use encryption::EncryptedStore;
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 
 /// A store revision (etcd's `revision`). `0` means "no revision" / "latest" where an
@@ -207,6 +209,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::Compacted`]. A `revision` beyond the current one compacts up to the
     /// current one; one at or below the compacted revision changes nothing.
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// Whether the value read for `key` at `mod_revision` is stored in an outdated
+    /// form and should be written again even by an update that changes nothing.
+    /// Upstream: the `stale` result of a storage transformer's
+    /// `TransformFromStorage`, which makes `GuaranteedUpdate` write an unchanged
+    /// object; the [`EncryptedStore`] reports values read with a provider or key
+    /// that is no longer the first configured one, so rewriting every object moves
+    /// them all to the new key. Engines store values as given: `false`.
+    fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
+        let _ = (key, mod_revision);
+        false
+    }
 
     /// Checks that the store can serve linearizable requests now (the apiserver's
     /// `/readyz` `etcd` check). The embedded engine is always healthy while open; the

@@ -210,25 +210,32 @@ struct OpenWatch {
     prefix: &'static str,
     after: Revision,
     stream: WatchStream,
+    /// The stream ended with `Compacted`: a compaction passed it before it had caught
+    /// up from the log (etcd cancels such unsynced watchers the same way).
+    compacted: bool,
+}
+
+/// Whether `r` is the end of a watch that a compaction overtook while it was still
+/// catching up: `Compacted` with a position the model has compacted past.
+fn overtaken(r: &Result<Event, Error>, after: Revision, model: &Model) -> bool {
+    matches!(r, Err(Error::Compacted { requested, compacted })
+        if *requested >= after && *requested < *compacted && *compacted <= model.compacted)
 }
 
 /// Checks a watch while the store is still open: it delivers exactly the model's
 /// events for its prefix after its start revision, in order.
-///
-/// With `may_be_compacted`, a watch whose position was compacted away before it
-/// delivered (etcd cancels a watch still catching up on history that a compaction
-/// removes) may end with [`Error::Compacted`] instead; the result says whether the
-/// watch is still open.
-async fn check_watch(w: &mut OpenWatch, model: &Model, may_be_compacted: bool) -> Result<bool, TestCaseError> {
+async fn check_watch(w: &mut OpenWatch, model: &Model) -> Result<(), TestCaseError> {
+    if w.compacted {
+        return Ok(());
+    }
     for want in model.watch_events(w.prefix, w.after, model.revision()) {
         let rev = want.revision();
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), w.stream.next()).await;
         match got {
             Ok(Some(Ok(ev))) => prop_assert_eq!(ev, want, "watch {:?} after {}", w.prefix, w.after),
-            Ok(Some(Err(Error::Compacted { requested, compacted })))
-                if may_be_compacted && requested == w.after && w.after < compacted && compacted <= model.compacted =>
-            {
-                return Ok(false);
+            Ok(Some(r)) if overtaken(&r, w.after, model) => {
+                w.compacted = true;
+                return Ok(());
             }
             other => {
                 return Err(TestCaseError::fail(format!(
@@ -239,16 +246,18 @@ async fn check_watch(w: &mut OpenWatch, model: &Model, may_be_compacted: bool) -
         }
         w.after = rev;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// After the store is dropped a checked watch ends: cleanly, or with an error when it
 /// had not yet read past the last events (which did not match its prefix). It never
 /// delivers anything more.
-async fn check_watch_ends(w: OpenWatch) -> Result<(), TestCaseError> {
+async fn check_watch_ends(w: OpenWatch, model: &Model) -> Result<(), TestCaseError> {
+    let (ended, after) = (w.compacted, w.after);
     let rest: Vec<_> = w.stream.collect().await;
     match rest.as_slice() {
         [] | [Err(Error::Backend(_))] => Ok(()),
+        [r] if !ended && overtaken(r, after, model) => Ok(()),
         other => Err(TestCaseError::fail(format!(
             "watch {:?}: after close: {other:?}",
             w.prefix
@@ -273,9 +282,6 @@ trait Engine {
     /// Whether dropping the store ends its watches (the embedded engine's do; an
     /// etcd watch lives on the cluster, not in the store handle).
     const WATCHES_END_WITH_STORE: bool;
-    /// Whether a compaction can end a watch that has not yet delivered the history it
-    /// removed (etcd's can; the embedded engine's buffer what they replayed).
-    const WATCHES_MAY_BE_COMPACTED: bool;
 }
 
 struct Embedded(tempfile::TempDir);
@@ -289,7 +295,6 @@ impl Engine for Embedded {
         Some(store.compacted_revision())
     }
     const WATCHES_END_WITH_STORE: bool = true;
-    const WATCHES_MAY_BE_COMPACTED: bool = false;
 }
 
 struct Etcd(EtcdConfig);
@@ -300,7 +305,6 @@ impl Engine for Etcd {
         EtcdStore::connect(&self.0).await.unwrap()
     }
     const WATCHES_END_WITH_STORE: bool = false;
-    const WATCHES_MAY_BE_COMPACTED: bool = true;
 }
 
 async fn run<E: Engine>(engine: &E, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -389,6 +393,7 @@ async fn run<E: Engine>(engine: &E, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             prefix: PREFIXES[p],
                             after,
                             stream,
+                            compacted: false,
                         });
                     }
                     Err(Error::Compacted { requested, compacted }) => {
@@ -398,17 +403,13 @@ async fn run<E: Engine>(engine: &E, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Reopen => {
-                let mut open = Vec::new();
-                for mut w in watches.drain(..) {
-                    if check_watch(&mut w, &model, E::WATCHES_MAY_BE_COMPACTED).await? {
-                        open.push(w);
-                    }
+                for w in &mut watches {
+                    check_watch(w, &model).await?;
                 }
-                watches = open;
                 drop(store.take());
                 if E::WATCHES_END_WITH_STORE {
                     for w in watches.drain(..) {
-                        check_watch_ends(w).await?;
+                        check_watch_ends(w, &model).await?;
                     }
                 }
                 let s = engine.open().await;
@@ -423,17 +424,13 @@ async fn run<E: Engine>(engine: &E, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let s = store.take().unwrap();
     let all = s.list("", ListOptions::default()).await.unwrap();
     prop_assert_eq!(all.items, model.live.values().cloned().collect::<Vec<_>>());
-    let mut open = Vec::new();
-    for mut w in watches.drain(..) {
-        if check_watch(&mut w, &model, E::WATCHES_MAY_BE_COMPACTED).await? {
-            open.push(w);
-        }
+    for w in &mut watches {
+        check_watch(w, &model).await?;
     }
-    watches = open;
     drop(s);
     if E::WATCHES_END_WITH_STORE {
         for w in watches {
-            check_watch_ends(w).await?;
+            check_watch_ends(w, &model).await?;
         }
     }
     Ok(())

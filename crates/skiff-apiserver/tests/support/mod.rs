@@ -22,9 +22,16 @@ impl Drop for TestServer {
 
 #[allow(dead_code)]
 pub async fn start() -> TestServer {
+    start_with(|store| store).await
+}
+
+/// Like [`start`], with `wrap` put around the embedded store before the apiserver
+/// gets it (e.g. encryption at rest); `wrap` receives the engine itself.
+pub async fn start_with(wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let store = wrap(Arc::new(
+        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
+    ));
     start_with_store(dir, store).await
 }
 
