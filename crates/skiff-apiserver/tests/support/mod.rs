@@ -1,5 +1,5 @@
 //! The apiserver integration tests' harness: a real apiserver on a free loopback
-//! port with a temporary embedded store, and a `kube` client with an admin
+//! port with a temporary embedded store (or a given one), and a `kube` client with an admin
 //! certificate.
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ impl Drop for TestServer {
     }
 }
 
+#[allow(dead_code)]
 pub async fn start() -> TestServer {
     start_with(|store| store).await
 }
@@ -28,6 +29,15 @@ pub async fn start() -> TestServer {
 /// gets it (e.g. encryption at rest); `wrap` receives the engine itself.
 pub async fn start_with(wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
+    let store = wrap(Arc::new(
+        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
+    ));
+    start_with_store(dir, store).await
+}
+
+/// Starts an apiserver on `store`, keeping its certificates in `dir`.
+#[allow(dead_code)]
+pub async fn start_with_store(dir: tempfile::TempDir, store: Arc<dyn skiff_store::Store>) -> TestServer {
     let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
     let serving = pki
         .ensure_cert(
@@ -45,9 +55,6 @@ pub async fn start_with(wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dy
         .local_addr()
         .unwrap()
         .port();
-    let store = wrap(Arc::new(
-        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
-    ));
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = skiff_apiserver::Config {
