@@ -6,6 +6,7 @@
 //!   proportional scaling, pause, revision history, status and conditions).
 //! - [`replicaset`]: ReplicaSets -> Pods (claiming, slow-start creation, ranked
 //!   deletion, [`expectations`] over a watch-fed [`pod_cache`]).
+//! - [`replication`]: ReplicationControllers -> Pods, through the same sync.
 //! - [`job`]: Jobs -> Pods (completions, parallelism, Indexed mode, backoff
 //!   limit, deadline, suspend, tracking finalizers, TTL after finished).
 //! - [`cronjob`]: CronJobs -> Jobs on a [`cron`] schedule (time zones,
@@ -20,6 +21,8 @@
 //! - [`endpoints`]: EndpointSlices and Endpoints for Services with selectors.
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
+//! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
+//!   pods, disruptions allowed) for the Eviction API.
 //!
 //! The loops run only while this process holds the Lease
 //! `kube-system/kube-controller-manager` ([`leader_election`]), so several
@@ -37,6 +40,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
@@ -49,6 +53,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_cache;
 pub mod replicaset;
+pub mod replication;
 pub mod revision;
 pub mod rollout;
 pub mod scheduling;
@@ -118,6 +123,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken) {
     tracing::info!("controller-manager started");
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
+        replication::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
         job::run(client.clone(), shutdown.clone()),
         cronjob::run(client.clone(), shutdown.clone()),
@@ -127,6 +133,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken) {
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
+        disruption::run(client.clone(), shutdown.clone()),
         endpoints::run(client, shutdown),
     );
     tracing::info!("controller-manager stopped");
