@@ -138,6 +138,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pods_list_the_eviction_subresource_as_kubectl_drain_expects() {
+        // kubectl drain evicts only when v1 lists pods/eviction with kind
+        // Eviction and a group and version.
+        let doc = resource_list("", "v1").unwrap();
+        let eviction = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/eviction")
+            .unwrap();
+        assert_eq!(
+            (
+                &eviction["group"],
+                &eviction["version"],
+                &eviction["kind"],
+                &eviction["verbs"]
+            ),
+            (&json!("policy"), &json!("v1"), &json!("Eviction"), &json!(["create"]))
+        );
+    }
+
+    #[test]
     fn serviceaccounts_list_the_token_subresource() {
         let doc = resource_list("", "v1").unwrap();
         let token = doc["resources"]
