@@ -30,6 +30,11 @@
 //! with `PUT .../status` carrying the resourceVersion that was read, so a
 //! concurrent eviction's decrement is never overwritten; a conflict is retried on
 //! the fresh object.
+//!
+//! The controller also clears stale `DisruptionTarget` pod conditions: a pod the
+//! Eviction API marked for disruption whose deletion never came (e.g. a delete
+//! precondition failed) gets the condition set back to False after
+//! [`STALE_POD_DISRUPTION_TIMEOUT`] (upstream `syncStalePodDisruption`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -71,6 +76,11 @@ const COMPONENT: &str = "controllermanager";
 /// `status.disruptedPods`) keeps its pod out of `currentHealthy` while the pod is
 /// not yet being deleted (upstream `DeletionTimeout`, 2 minutes).
 pub const DELETION_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+
+/// How long a pod may carry a True `DisruptionTarget` condition without being
+/// deleted before the condition is cleared (upstream
+/// `stalePodDisruptionTimeout`, 2 minutes).
+pub const STALE_POD_DISRUPTION_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 
 /// Type of the budget's condition (upstream `policy.DisruptionAllowedCondition`).
 pub const DISRUPTION_ALLOWED: &str = "DisruptionAllowed";
@@ -299,6 +309,66 @@ pub fn fail_safe_status(pdb: &PodDisruptionBudget, error: &str, now: jiff::Times
     );
     status.conditions = Some(conditions);
     status
+}
+
+/// When a pod's `DisruptionTarget` condition becomes stale (upstream
+/// `nonTerminatingPodHasStaleDisruptionCondition`): `None` when the pod is being
+/// deleted, is terminal, has no True condition, or the kubelet set it (reason
+/// `TerminationByKubelet`); otherwise how long from `now` until it is stale
+/// (zero when it already is).
+pub fn stale_disruption_wait(pod: &Pod, now: jiff::Timestamp) -> Option<Duration> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let cond = status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget")?;
+    if cond.status != "True" || cond.reason.as_deref() == Some("TerminationByKubelet") {
+        return None;
+    }
+    let since = cond.last_transition_time.as_ref().map(|t| t.0).unwrap_or(now);
+    let elapsed = now.duration_since(since).as_secs().max(0) as u64;
+    Some(STALE_POD_DISRUPTION_TIMEOUT.saturating_sub(Duration::from_secs(elapsed)))
+}
+
+/// Waits until the pod's `DisruptionTarget` condition is stale, then sets it to
+/// False, if the pod (same uid) still has it then; the status patch carries the
+/// resourceVersion read, so a pod that changed meanwhile is looked at again by
+/// the watch instead.
+async fn clear_stale_disruption(client: kube::Client, pod: Arc<Pod>, wait: Duration) {
+    tokio::time::sleep(wait).await;
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let Ok(Some(fresh)) = api.get_opt(&name).await else {
+        return;
+    };
+    if fresh.metadata.uid != pod.metadata.uid
+        || stale_disruption_wait(&fresh, jiff::Timestamp::now()) != Some(Duration::ZERO)
+    {
+        return;
+    }
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": fresh.metadata.resource_version},
+        "status": {"conditions": [{"type": "DisruptionTarget", "status": "False",
+            "lastTransitionTime": now_time(jiff::Timestamp::now())}]},
+    });
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, pod = %name, "clearing a stale DisruptionTarget condition failed");
+    }
 }
 
 /// The budget's selector: `None` for a missing selector (selects nothing); an
@@ -562,11 +632,26 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     {
         let budgets = budgets.clone();
+        let stale_client = client.clone();
+        // Pods (uid) with a stale-condition check pending, so each gets one timer.
+        let pending: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Default::default();
         let on_change = move |change: PodChange| {
             let pods = match &change {
                 PodChange::Added(p) | PodChange::Deleted(p) => vec![p.clone()],
                 PodChange::Updated { old, new } => vec![old.clone(), new.clone()],
             };
+            if let PodChange::Added(p) | PodChange::Updated { new: p, .. } = &change
+                && let Some(wait) = stale_disruption_wait(p, jiff::Timestamp::now())
+            {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                if pending.lock().expect("pending checks").insert(uid.clone()) {
+                    let (client, pod, pending) = (stale_client.clone(), p.clone(), pending.clone());
+                    tokio::spawn(async move {
+                        clear_stale_disruption(client, pod, wait).await;
+                        pending.lock().expect("pending checks").remove(&uid);
+                    });
+                }
+            }
             let mut refs: Vec<ObjectRef<PodDisruptionBudget>> = Vec::new();
             for b in budgets.state() {
                 if pods.iter().any(|p| selects(&b, p)) {
@@ -747,6 +832,37 @@ mod tests {
             ("False", "SyncFailed", "found no controllers for pod \"x\"")
         );
         assert_eq!(c.last_transition_time.0, now);
+    }
+
+    #[test]
+    fn disruption_target_conditions_go_stale_after_two_minutes() {
+        let with = |cond: serde_json::Value, deleting: bool| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "deletionTimestamp": deleting.then_some("2026-01-01T00:00:00Z")},
+                "status": {"phase": "Running", "conditions": [cond]},
+            }))
+            .unwrap()
+        };
+        let marked = json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        let now: jiff::Timestamp = "2026-01-01T00:00:30Z".parse().unwrap();
+        assert_eq!(
+            stale_disruption_wait(&with(marked.clone(), false), now),
+            Some(Duration::from_secs(90))
+        );
+        let later: jiff::Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
+        assert_eq!(
+            stale_disruption_wait(&with(marked.clone(), false), later),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            stale_disruption_wait(&with(marked, true), later),
+            None,
+            "a deleting pod is not stale"
+        );
+        let kubelet = json!({"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        assert_eq!(stale_disruption_wait(&with(kubelet, false), later), None);
     }
 
     #[test]
