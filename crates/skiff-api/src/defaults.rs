@@ -54,6 +54,7 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
                 }
             }
             match kind {
+                "ReplicationController" => replication_controller(object),
                 "Job" => job(object),
                 "DaemonSet" => daemon_set(object),
                 "StatefulSet" => stateful_set(object),
@@ -73,6 +74,26 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Upstream `SetDefaults_ReplicationController`: with template labels, an empty
+/// `spec.selector` and empty `metadata.labels` become those labels.
+fn replication_controller(object: &mut Value) {
+    let Some(labels) = object
+        .pointer("/spec/template/metadata/labels")
+        .filter(|l| l.is_object())
+        .cloned()
+    else {
+        return;
+    };
+    if let Some(spec) = object.get_mut("spec").and_then(obj)
+        && spec
+            .get("selector")
+            .is_none_or(|s| s.as_object().is_none_or(Map::is_empty))
+    {
+        spec.insert("selector".into(), labels);
+    }
+    copy_template_labels(object);
 }
 
 /// Upstream: a Deployment/ReplicaSet without `metadata.labels` gets the template's labels.
@@ -372,6 +393,24 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["metadata"]["labels"]["app"], "web");
+    }
+
+    #[test]
+    fn replication_controllers_default_selector_and_labels_from_the_template() {
+        let mut rc = json!({"metadata": {"name": "web"}, "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}});
+        apply("", "ReplicationController", &mut rc);
+        assert_eq!(rc["spec"]["replicas"], 1);
+        assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
+        let mut given = json!({"metadata": {"labels": {"x": "y"}}, "spec": {"selector": {"app": "web"},
+            "template": {"metadata": {"labels": {"app": "web", "v": "2"}}}}});
+        apply("", "ReplicationController", &mut given);
+        assert_eq!(
+            given["spec"]["selector"],
+            json!({"app": "web"}),
+            "an explicit selector is kept"
+        );
+        assert_eq!(given["metadata"]["labels"], json!({"x": "y"}));
     }
 
     #[test]

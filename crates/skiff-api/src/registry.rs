@@ -114,7 +114,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "Node", "nodes", "node", false, short: ["no"], cat: [], verbs: ALL_VERBS,
          sub: ["status"], status: true),
     res!("", "v1", "Pod", "pods", "pod", true, short: ["po"], cat: ["all"], verbs: ALL_VERBS,
-         sub: ["status", "binding", "log"], status: true),
+         sub: ["status", "binding", "log", "eviction"], status: true),
     res!("", "v1", "Binding", "bindings", "binding", true, short: [], cat: [], verbs: CREATE_ONLY,
          sub: [], status: false),
     res!("", "v1", "Event", "events", "event", true, short: ["ev"], cat: [], verbs: ALL_VERBS,

@@ -45,7 +45,7 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
-        "ReplicaSet" => vec![
+        "ReplicaSet" | "ReplicationController" => vec![
             ("Name", "string", 0),
             ("Desired", "integer", 0),
             ("Current", "integer", 0),
@@ -54,6 +54,13 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Containers", "string", 1),
             ("Images", "string", 1),
             ("Selector", "string", 1),
+        ],
+        "PodDisruptionBudget" => vec![
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
         ],
         "Namespace" => vec![("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)],
         "Service" => vec![
@@ -371,8 +378,9 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 json!(s(o, "/status/nodeInfo/containerRuntimeVersion")),
             ]
         }
-        "Deployment" | "ReplicaSet" => {
+        "Deployment" | "ReplicaSet" | "ReplicationController" => {
             let (c, im) = containers_images(o, "/spec/template/spec");
+            // A ReplicationController's selector is a plain label map.
             let sel = selector_string(o.pointer("/spec/selector"));
             let desired = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
             if kind == "Deployment" {
@@ -398,6 +406,20 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                     json!(sel),
                 ]
             }
+        }
+        "PodDisruptionBudget" => {
+            let int_or_string = |p: &str| match o.pointer(p) {
+                Some(Value::String(v)) => v.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => "N/A".into(),
+            };
+            vec![
+                json!(name),
+                json!(int_or_string("/spec/minAvailable")),
+                json!(int_or_string("/spec/maxUnavailable")),
+                json!(i(o, "/status/disruptionsAllowed")),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
         }
         "Namespace" => vec![
             json!(name),

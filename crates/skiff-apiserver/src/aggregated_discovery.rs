@@ -487,7 +487,17 @@ mod tests {
         assert_eq!(pods.short_names, ["po"]);
         assert_eq!(pods.categories, ["all"]);
         let subs: Vec<&str> = pods.subresources.iter().map(|s| s.subresource.as_str()).collect();
-        assert_eq!(subs, ["status", "binding", "log"]);
+        assert_eq!(subs, ["status", "binding", "log", "eviction"]);
+        let eviction = &pods.subresources[3];
+        assert_eq!(
+            (
+                eviction.response_kind.group.as_str(),
+                eviction.response_kind.version.as_str(),
+                eviction.response_kind.kind.as_str()
+            ),
+            ("policy", "v1", "Eviction")
+        );
+        assert_eq!(eviction.verbs, ["create"]);
         let binding = &pods.subresources[1];
         assert_eq!(
             (

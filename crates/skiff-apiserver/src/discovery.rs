@@ -47,7 +47,7 @@ pub fn group(name: &str) -> Option<Value> {
 /// What a subresource answers with: the kind its responses carry and the verbs it
 /// supports, as upstream registers them (k8s.io/kubernetes/pkg/registry: `status`
 /// returns the parent kind, `scale` an `autoscaling/v1` `Scale`, `binding` a
-/// `Binding`, `log` is a streamed `get` on a Pod, `finalize` updates a Namespace, `token`
+/// `Binding`, `eviction` creates a `policy/v1` `Eviction`, `log` is a streamed `get` on a Pod, `finalize` updates a Namespace, `token`
 /// creates an `authentication.k8s.io/v1` `TokenRequest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubresourceInfo {
@@ -78,6 +78,12 @@ pub fn subresource(r: &ResourceInfo, sub: &str) -> SubresourceInfo {
             verbs: &["get", "patch", "update"],
         },
         "binding" => same("Binding", &["create"]),
+        "eviction" => SubresourceInfo {
+            group: "policy",
+            version: "v1",
+            kind: "Eviction",
+            verbs: &["create"],
+        },
         "log" => same("Pod", &["get"]),
         "finalize" => same("Namespace", &["update"]),
         "token" => SubresourceInfo {
@@ -130,6 +136,28 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_list_the_eviction_subresource_as_kubectl_drain_expects() {
+        // kubectl drain evicts only when v1 lists pods/eviction with kind
+        // Eviction and a group and version.
+        let doc = resource_list("", "v1").unwrap();
+        let eviction = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/eviction")
+            .unwrap();
+        assert_eq!(
+            (
+                &eviction["group"],
+                &eviction["version"],
+                &eviction["kind"],
+                &eviction["verbs"]
+            ),
+            (&json!("policy"), &json!("v1"), &json!("Eviction"), &json!(["create"]))
+        );
+    }
 
     #[test]
     fn serviceaccounts_list_the_token_subresource() {

@@ -15,6 +15,7 @@ pub mod authz;
 pub mod compaction;
 pub mod crds;
 pub mod discovery;
+pub mod eviction;
 pub mod kubernetes_service;
 pub mod list;
 pub mod logs;

@@ -315,6 +315,9 @@ pub async fn handle(
         (Method::POST, true, Some("token")) => {
             crate::serviceaccount_token::create(objects, &app.tokens, ns.unwrap_or_default(), name_of(&r)?, &body).await
         }
+        (Method::POST, true, Some("eviction")) => {
+            crate::eviction::evict(app, ns.unwrap_or_default(), name_of(&r)?, &body, &q).await
+        }
         (Method::POST, true, Some("binding")) => {
             let obj = parse_json(&body)?;
             bind(app, ns.unwrap_or_default(), name_of(&r)?, &obj, &q).await
@@ -498,13 +501,19 @@ fn apply_patch(content_type: &str, cur: &Value, body: &[u8]) -> Result<Value, Ap
     }
 }
 
-/// The `autoscaling/v1` `Scale` of a Deployment or ReplicaSet.
+/// The `autoscaling/v1` `Scale` of a Deployment, ReplicaSet, StatefulSet or
+/// ReplicationController (whose `spec.selector` is a plain label map).
 fn scale_of(obj: &Value) -> Value {
     let meta = &obj["metadata"];
     let selector = obj
         .pointer("/spec/selector")
-        .and_then(|s| s.get("matchLabels"))
-        .and_then(Value::as_object)
+        .and_then(|s| {
+            if obj["kind"] == "ReplicationController" {
+                s.as_object()
+            } else {
+                s.get("matchLabels").and_then(Value::as_object)
+            }
+        })
         .map(|m| {
             m.iter()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
@@ -521,7 +530,9 @@ fn scale_of(obj: &Value) -> Value {
     })
 }
 
-fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+/// `DeleteOptions` from the query and a JSON body (fields of the body are used
+/// where the query has none); 400 for an unsupported propagationPolicy.
+pub(crate) fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
     let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {

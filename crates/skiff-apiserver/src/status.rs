@@ -180,6 +180,16 @@ impl ApiError {
         }
     }
 
+    /// 429 TooManyRequests with `details.retryAfterSeconds` (answered with a
+    /// `Retry-After` header when positive) and one cause, as upstream
+    /// `NewTooManyRequests` plus a cause (the Eviction API's `DisruptionBudget`).
+    pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u32, cause: Value) -> Self {
+        Self {
+            details: Some(json!({"retryAfterSeconds": retry_after_seconds, "causes": [cause]})),
+            ..Self::new(429, "TooManyRequests", message)
+        }
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
@@ -196,6 +206,9 @@ impl ApiError {
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": self.message, "reason": self.reason, "code": self.code,
         });
+        if self.reason.is_empty() {
+            s.as_object_mut().expect("object").remove("reason");
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
@@ -234,12 +247,24 @@ impl From<skiff_store::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut resp = (
             code,
             [(http::header::CONTENT_TYPE, "application/json")],
             self.to_status().to_string(),
         )
-            .into_response()
+            .into_response();
+        // Upstream answers a positive retryAfterSeconds with a Retry-After header too.
+        let retry_after = self
+            .details
+            .as_ref()
+            .and_then(|d| d.get("retryAfterSeconds"))
+            .and_then(Value::as_u64)
+            .filter(|s| *s > 0);
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        }
+        resp
     }
 }
 

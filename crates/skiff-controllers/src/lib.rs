@@ -6,6 +6,7 @@
 //!   proportional scaling, pause, revision history, status and conditions).
 //! - [`replicaset`]: ReplicaSets -> Pods (claiming, slow-start creation, ranked
 //!   deletion, [`expectations`] over a watch-fed [`pod_cache`]).
+//! - [`replication`]: ReplicationControllers -> Pods, through the same sync.
 //! - [`job`]: Jobs -> Pods (completions, parallelism, Indexed mode, backoff
 //!   limit, deadline, suspend, tracking finalizers, TTL after finished).
 //! - [`cronjob`]: CronJobs -> Jobs on a [`cron`] schedule (time zones,
@@ -21,6 +22,8 @@
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`root_ca_publisher`]: the `kube-root-ca.crt` ConfigMap of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
+//! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
+//!   pods, disruptions allowed) for the Eviction API.
 //!
 //! The loops run only while this process holds the Lease
 //! `kube-system/kube-controller-manager` ([`leader_election`]), so several
@@ -38,6 +41,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
@@ -50,6 +54,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pod_cache;
 pub mod replicaset;
+pub mod replication;
 pub mod revision;
 pub mod rollout;
 pub mod root_ca_publisher;
@@ -158,6 +163,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
     };
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
+        replication::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
         job::run(client.clone(), shutdown.clone()),
         cronjob::run(client.clone(), shutdown.clone()),
@@ -168,6 +174,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         node_lifecycle::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
+        disruption::run(client.clone(), shutdown.clone()),
         endpoints::run(client, shutdown),
     );
     tracing::info!("controller-manager stopped");

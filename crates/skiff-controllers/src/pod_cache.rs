@@ -143,6 +143,17 @@ impl PodCache {
             .collect()
     }
 
+    /// Every cached pod of `namespace` (a scan of the cache).
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        let inner = self.inner.read().expect("pod cache");
+        inner
+            .pods
+            .values()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .cloned()
+            .collect()
+    }
+
     /// Number of cached pods.
     pub fn len(&self) -> usize {
         self.inner.read().expect("pod cache").pods.len()

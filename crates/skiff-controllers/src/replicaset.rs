@@ -8,6 +8,11 @@
 //! 4, ...) or deletes the surplus in upstream's ranking order, and writes `status`
 //! (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
 //! observedGeneration, the ReplicaFailure condition) through the status subresource.
+//!
+//! The sync is generic over [`ReplicaOwner`]: the ReplicationController controller
+//! ([`crate::replication`]) runs this same loop over core/v1
+//! ReplicationControllers, as upstream's pkg/controller/replication runs the
+//! ReplicaSet controller through an adapter.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -15,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, future, stream};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, applier};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -32,13 +38,84 @@ use crate::common::{controller_of, delete_pod, is_available, is_inactive, owner_
 use crate::expectations::Expectations;
 use crate::pod_cache::{self, PodCache, PodChange};
 
-const COMPONENT: &str = "replicaset-controller";
+/// What the replica sync needs from the kind it manages: a ReplicaSet or a
+/// ReplicationController. Conditions and status are read as JSON, in the shape
+/// both kinds share (`replicas`, `fullyLabeledReplicas`, `readyReplicas`,
+/// `availableReplicas`, `observedGeneration`, `conditions`).
+pub trait ReplicaOwner:
+    kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// `source.component` of the controller's events (upstream:
+    /// `replicaset-controller`, `replication-controller`).
+    const COMPONENT: &'static str;
+
+    /// The pod selector.
+    ///
+    /// # Errors
+    /// A selector that does not parse (the message names the problem).
+    fn selector(&self) -> Result<LabelSelector, String>;
+    /// `spec.replicas` (1 when unset, as defaulting makes it).
+    fn replicas(&self) -> i32;
+    /// `spec.minReadySeconds` (0 when unset).
+    fn min_ready_seconds(&self) -> i32;
+    /// `spec.template`.
+    fn template(&self) -> Option<PodTemplateSpec>;
+    /// `status` as JSON (`{}` when unset).
+    fn status_json(&self) -> Value;
+}
+
+impl ReplicaOwner for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn selector(&self) -> Result<LabelSelector, String> {
+        let sel = self.spec.as_ref().map(|s| &s.selector);
+        let v = serde_json::to_value(sel).map_err(|e| e.to_string())?;
+        LabelSelector::from_label_selector_json(&v).map_err(|e| e.to_string())
+    }
+
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    }
+
+    fn template(&self) -> Option<PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.clone())
+    }
+
+    fn status_json(&self) -> Value {
+        serde_json::to_value(self.status.clone().unwrap_or_default()).unwrap_or_else(|_| json!({}))
+    }
+}
+
+fn kind_of<K: ReplicaOwner>() -> String {
+    K::kind(&()).into_owned()
+}
+
+fn api_version_of<K: ReplicaOwner>() -> String {
+    K::api_version(&()).into_owned()
+}
+
+/// The API group of an `apiVersion` (`""` for core `v1`).
+fn group_of(api_version: &str) -> &str {
+    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
 /// Most pods created or deleted in one sync (upstream `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
 /// Annotation with the relative cost of deleting a pod (lower goes first).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-struct Ctx {
+struct Ctx<K> {
+    _kind: std::marker::PhantomData<K>,
     client: kube::Client,
     pods: Arc<PodCache>,
     expectations: Mutex<Expectations>,
@@ -107,18 +184,19 @@ pub fn rank_for_deletion(pods: &mut [Arc<Pod>], related: &[Arc<Pod>]) {
 /// A new pod from the ReplicaSet's template (upstream `GetPodFromTemplate`): the
 /// template's labels, annotations, finalizers and spec, `generateName: <rs>-`, and
 /// a controller reference to the ReplicaSet.
-pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
-    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+pub fn pod_from_template<K: ReplicaOwner>(rs: &K) -> Pod {
+    let template = rs.template().unwrap_or_default();
+    let meta = rs.meta();
     let tm = template.metadata.unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
     Pod {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             generate_name: Some(format!("{name}-")),
-            namespace: rs.metadata.namespace.clone(),
+            namespace: meta.namespace.clone(),
             labels: tm.labels,
             annotations: tm.annotations,
             finalizers: tm.finalizers,
-            owner_references: Some(vec![owner_ref("apps/v1", "ReplicaSet", &rs.metadata)]),
+            owner_references: Some(vec![owner_ref(&api_version_of::<K>(), &kind_of::<K>(), meta)]),
             ..Default::default()
         },
         spec: template.spec,
@@ -161,11 +239,10 @@ pub fn claim(selector: &LabelSelector, controlled: Vec<Arc<Pod>>, orphans: Vec<A
 
 /// The status the ReplicaSet should report for its active pods (upstream
 /// `calculateStatus`), without conditions.
-pub fn calculate_status(rs: &ReplicaSet, active: &[Arc<Pod>], now: jiff::Timestamp) -> Value {
-    let spec = rs.spec.clone().unwrap_or_default();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let template_labels = spec
-        .template
+pub fn calculate_status<K: ReplicaOwner>(rs: &K, active: &[Arc<Pod>], now: jiff::Timestamp) -> Value {
+    let min_ready = rs.min_ready_seconds();
+    let template_labels = rs
+        .template()
         .as_ref()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
@@ -182,7 +259,7 @@ pub fn calculate_status(rs: &ReplicaSet, active: &[Arc<Pod>], now: jiff::Timesta
     let available = active.iter().filter(|p| is_available(p, min_ready, now)).count();
     json!({
         "replicas": active.len(), "fullyLabeledReplicas": fully_labeled, "readyReplicas": ready,
-        "availableReplicas": available, "observedGeneration": rs.metadata.generation,
+        "availableReplicas": available, "observedGeneration": rs.meta().generation,
     })
 }
 
@@ -193,23 +270,23 @@ enum ManageError {
     Delete(kube::Error),
 }
 
-impl Ctx {
-    async fn event(&self, rs: &ReplicaSet, ty: EventType, reason: &str, message: &str) {
+impl<K: ReplicaOwner> Ctx<K> {
+    async fn event(&self, rs: &K, ty: EventType, reason: &str, message: &str) {
         record(
             &self.client,
-            reference("apps/v1", "ReplicaSet", &rs.metadata),
+            reference(&api_version_of::<K>(), &kind_of::<K>(), rs.meta()),
             ty,
             reason,
             message,
-            COMPONENT,
+            K::COMPONENT,
         )
         .await;
     }
 
     /// Adds (`add`) or removes this ReplicaSet's controller reference on a pod; the
     /// patch carries the pod's uid as a precondition.
-    async fn set_owner(&self, rs: &ReplicaSet, pod: &Pod, add: bool) -> Result<Pod, kube::Error> {
-        let rs_uid = rs.metadata.uid.clone().unwrap_or_default();
+    async fn set_owner(&self, rs: &K, pod: &Pod, add: bool) -> Result<Pod, kube::Error> {
+        let rs_uid = rs.meta().uid.clone().unwrap_or_default();
         let mut refs: Vec<_> = pod
             .metadata
             .owner_references
@@ -219,7 +296,7 @@ impl Ctx {
             .filter(|r| r.uid != rs_uid)
             .collect();
         if add {
-            refs.push(owner_ref("apps/v1", "ReplicaSet", &rs.metadata));
+            refs.push(owner_ref(&api_version_of::<K>(), &kind_of::<K>(), rs.meta()));
         }
         let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
         Api::<Pod>::namespaced(
@@ -235,9 +312,9 @@ impl Ctx {
     }
 
     /// Creates `count` pods in slow-start batches, stopping at the first failure.
-    async fn create_pods(&self, rs: &ReplicaSet, count: usize) -> Result<(), ManageError> {
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+    async fn create_pods(&self, rs: &K, count: usize) -> Result<(), ManageError> {
+        let uid = rs.meta().uid.clone().unwrap_or_default();
+        let ns = rs.meta().namespace.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         self.expectations
             .lock()
@@ -279,8 +356,8 @@ impl Ctx {
     }
 
     /// Deletes `victims` (all at once), with their uids as preconditions.
-    async fn delete_pods(&self, rs: &ReplicaSet, victims: Vec<Arc<Pod>>) -> Result<(), ManageError> {
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
+    async fn delete_pods(&self, rs: &K, victims: Vec<Arc<Pod>>) -> Result<(), ManageError> {
+        let uid = rs.meta().uid.clone().unwrap_or_default();
         self.expectations.lock().expect("expectations").expect_deletions(
             &uid,
             victims.iter().map(|p| uid_of(p)),
@@ -322,23 +399,25 @@ impl Ctx {
     }
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let spec = rs.spec.clone().unwrap_or_default();
-    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = LabelSelector::from_label_selector_json(&serde_json::to_value(&spec.selector)?)
-        .map_err(|e| Error::Invalid(format!("replicaset {ns}/{name}: {e}")))?;
+async fn reconcile<K: ReplicaOwner>(rs: Arc<K>, ctx: Arc<Ctx<K>>) -> Result<Action, Error> {
+    let meta = rs.meta();
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let kind = kind_of::<K>().to_lowercase();
+    let rs_api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = rs
+        .selector()
+        .map_err(|e| Error::Invalid(format!("{kind} {ns}/{name}: {e}")))?;
     if selector.is_empty() {
-        return Err(Error::Invalid(format!("replicaset {ns}/{name} has an empty selector")));
+        return Err(Error::Invalid(format!("{kind} {ns}/{name} has an empty selector")));
     }
     let needs_sync = ctx
         .expectations
         .lock()
         .expect("expectations")
         .satisfied(&uid, Instant::now());
-    let deleting = rs.metadata.deletion_timestamp.is_some();
+    let deleting = meta.deletion_timestamp.is_some();
     let c = claim(
         &selector,
         ctx.pods.controlled_by(&uid),
@@ -357,7 +436,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         // Adopt only if this ReplicaSet is still the one we think (upstream
         // `RecheckDeletionTimestamp` with a live read).
         let fresh = rs_api.get(&name).await?;
-        if fresh.metadata.uid.as_deref() == Some(uid.as_str()) && fresh.metadata.deletion_timestamp.is_none() {
+        if fresh.meta().uid.as_deref() == Some(uid.as_str()) && fresh.meta().deletion_timestamp.is_none() {
             for p in &c.adopt {
                 match ctx.set_owner(&rs, p, true).await {
                     Ok(p) => owned.push(Arc::new(p)),
@@ -368,7 +447,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         }
     }
     let active: Vec<Arc<Pod>> = owned.into_iter().filter(|p| !is_inactive(p)).collect();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let want = rs.replicas().max(0) as usize;
     let mut manage_error = None;
     if needs_sync && !deleting {
         let result = if active.len() < want {
@@ -385,27 +464,28 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     }
 
     // Status, from the pods this sync saw (as upstream).
-    let mut status = calculate_status(&rs, &active, jiff::Timestamp::now());
-    let prev_conditions = rs
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
+    let mut status = calculate_status(rs.as_ref(), &active, jiff::Timestamp::now());
+    let current = rs.status_json();
+    let prev_conditions = current
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default();
     let mut conditions: Vec<Value> = prev_conditions
         .iter()
-        .filter(|c| c.type_ != "ReplicaFailure")
-        .filter_map(|c| serde_json::to_value(c).ok())
+        .filter(|c| c["type"] != "ReplicaFailure")
+        .cloned()
         .collect();
     if let Some(e) = &manage_error {
         let (reason, err) = match e {
             ManageError::Create(e) => ("FailedCreate", e),
             ManageError::Delete(e) => ("FailedDelete", e),
         };
-        let prev = prev_conditions.iter().find(|c| c.type_ == "ReplicaFailure");
+        let prev = prev_conditions.iter().find(|c| c["type"] == "ReplicaFailure");
         let since = prev
-            .filter(|c| c.status == "True")
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .filter(|c| c["status"] == "True")
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .map(String::from)
             .unwrap_or_else(skiff_api::events::now_string);
         conditions.push(json!({"type": "ReplicaFailure", "status": "True", "reason": reason,
             "message": err.to_string(), "lastTransitionTime": since}));
@@ -415,7 +495,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     } else {
         json!(conditions)
     };
-    let current = serde_json::to_value(rs.status.clone().unwrap_or_default())?;
     let norm = |v: &Value, k: &str| match v.get(k) {
         None | Some(Value::Null) if k == "conditions" => json!([]),
         None | Some(Value::Null) => json!(0),
@@ -439,25 +518,27 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             ManageError::Create(e) | ManageError::Delete(e) => e.into(),
         });
     }
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let min_ready = rs.min_ready_seconds();
     if min_ready > 0 && status["readyReplicas"] != status["availableReplicas"] {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
 }
 
-fn error_policy(_rs: Arc<ReplicaSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "replicaset sync failed");
+fn error_policy<K: ReplicaOwner>(_rs: Arc<K>, e: &Error, _ctx: Arc<Ctx<K>>) -> Action {
+    tracing::warn!(error = %e, kind = %kind_of::<K>(), "replica sync failed");
     Action::requeue(Duration::from_secs(2))
 }
 
 /// The ReplicaSets a pod change concerns, observing expectations on the way
 /// (upstream `addPod` / `updatePod` / `deletePod`): the pod's controller, or for an
 /// orphan every ReplicaSet in its namespace whose selector matches it.
-fn affected(change: &PodChange, rs_store: &Store<ReplicaSet>, exp: &Mutex<Expectations>) -> Vec<ObjectRef<ReplicaSet>> {
+fn affected<K: ReplicaOwner>(change: &PodChange, rs_store: &Store<K>, exp: &Mutex<Expectations>) -> Vec<ObjectRef<K>> {
+    let kind = kind_of::<K>();
+    let group = K::group(&()).into_owned();
     let rs_owner = |p: &Pod| {
         controller_of(&p.metadata)
-            .filter(|r| r.kind == "ReplicaSet" && r.api_version.starts_with("apps/"))
+            .filter(|r| r.kind == kind && group_of(&r.api_version) == group)
             .cloned()
     };
     let mut out = Vec::new();
@@ -465,7 +546,7 @@ fn affected(change: &PodChange, rs_store: &Store<ReplicaSet>, exp: &Mutex<Expect
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         match controller_of(&p.metadata) {
             Some(r) => {
-                if r.kind == "ReplicaSet" {
+                if r.kind == kind && group_of(&r.api_version) == group {
                     out.push(ObjectRef::new(&r.name).within(&ns));
                 }
             }
@@ -473,14 +554,10 @@ fn affected(change: &PodChange, rs_store: &Store<ReplicaSet>, exp: &Mutex<Expect
                 let empty = Default::default();
                 let labels = p.metadata.labels.as_ref().unwrap_or(&empty);
                 for rs in rs_store.state() {
-                    if rs.metadata.namespace.as_deref() != Some(ns.as_str()) {
+                    if rs.meta().namespace.as_deref() != Some(ns.as_str()) {
                         continue;
                     }
-                    let sel = rs
-                        .spec
-                        .as_ref()
-                        .and_then(|s| serde_json::to_value(&s.selector).ok())
-                        .and_then(|v| LabelSelector::from_label_selector_json(&v).ok());
+                    let sel = rs.selector().ok();
                     if sel.is_some_and(|s| !s.is_empty() && s.matches(labels)) {
                         out.push(ObjectRef::from_obj(rs.as_ref()));
                     }
@@ -525,13 +602,20 @@ fn affected(change: &PodChange, rs_store: &Store<ReplicaSet>, exp: &Mutex<Expect
 
 /// Runs the ReplicaSet controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
-    let ctx = Arc::new(Ctx {
+    run_for::<ReplicaSet>(client, shutdown).await
+}
+
+/// Runs the replica sync for objects of kind `K` (ReplicaSets or
+/// ReplicationControllers) until `shutdown`, with its own pod cache.
+pub async fn run_for<K: ReplicaOwner>(client: kube::Client, shutdown: CancellationToken) {
+    let ctx = Arc::new(Ctx::<K> {
+        _kind: std::marker::PhantomData,
         client: client.clone(),
         pods: Arc::new(PodCache::new()),
         expectations: Mutex::new(Expectations::new()),
     });
-    let (rs_store, rs_writer) = reflector::store::<ReplicaSet>();
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ReplicaSet>>();
+    let (rs_store, rs_writer) = reflector::store::<K>();
+    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     {
         let (hook_ctx, store) = (ctx.clone(), rs_store.clone());
@@ -554,14 +638,14 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
         r = ready_rx => if r.is_err() { return },
     }
     let exp_ctx = ctx.clone();
-    let rs_events = watcher(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    let rs_events = watcher(Api::<K>::all(client), watcher::Config::default())
         .default_backoff()
         .reflect(rs_writer)
         .map_ok(move |event| {
-            let refs: Vec<ObjectRef<ReplicaSet>> = match event {
+            let refs: Vec<ObjectRef<K>> = match event {
                 watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) => vec![ObjectRef::from_obj(&rs)],
                 watcher::Event::Delete(rs) => {
-                    let uid = rs.metadata.uid.clone().unwrap_or_default();
+                    let uid = rs.meta().uid.clone().unwrap_or_default();
                     exp_ctx.expectations.lock().expect("expectations").remove(&uid);
                     Vec::new()
                 }
@@ -572,7 +656,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
         .try_flatten();
     let queue = stream::select(rs_events, trigger_rx.map(Ok::<_, watcher::Error>));
     let token = shutdown.clone();
-    let reconciler = |rs, ctx| Box::pin(reconcile(rs, ctx));
+    let reconciler = |rs, ctx| Box::pin(reconcile::<K>(rs, ctx));
     let applied = applier(reconciler, error_policy, ctx, rs_store, queue, Config::default())
         .take_until(async move { token.cancelled().await })
         .for_each(|_| async {});
