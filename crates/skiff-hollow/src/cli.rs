@@ -74,7 +74,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 5m)"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 5m)"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
@@ -87,9 +89,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl HollowArgs {
     /// The configuration these flags describe, checked.
     pub fn config(&self) -> Result<HollowConfig, ConfigError> {
-        let cidr = |flag: &'static str, v: &str| {
-            v.parse().map_err(|source| ConfigError::Cidr { flag, source })
-        };
+        let cidr = |flag: &'static str, v: &str| v.parse().map_err(|source| ConfigError::Cidr { flag, source });
         let cfg = HollowConfig {
             nodes: self.nodes,
             first_index: self.first_index,
@@ -174,9 +174,22 @@ mod tests {
     #[test]
     fn flags_build_the_configuration() {
         let c = parse(&[
-            "--nodes", "3", "--cpu", "8", "--memory", "32Gi", "--max-pods", "50",
-            "--node-labels", "zone=a", "--taints", "dedicated=gpu:NoSchedule",
-            "--pod-cidr-base", "10.200.0.0/16", "--complete-after", "2s",
+            "--nodes",
+            "3",
+            "--cpu",
+            "8",
+            "--memory",
+            "32Gi",
+            "--max-pods",
+            "50",
+            "--node-labels",
+            "zone=a",
+            "--taints",
+            "dedicated=gpu:NoSchedule",
+            "--pod-cidr-base",
+            "10.200.0.0/16",
+            "--complete-after",
+            "2s",
         ])
         .unwrap();
         assert_eq!(c.nodes, 3);
@@ -196,12 +209,26 @@ mod tests {
             parse(&["--nodes", "300", "--cluster-cidr", "10.200.0.0/16"]).unwrap_err(),
             "--cluster-cidr: 10.200.0.0/16 holds 256 /24 subnets, 300 are needed"
         );
-        assert!(parse(&["--nodes", "1", "--cluster-cidr", "10.200.0.0"]).unwrap_err().starts_with("--cluster-cidr: "));
-        assert!(parse(&["--nodes", "1", "--taints", "x"]).unwrap_err().starts_with("--taints: "));
-        assert!(parse(&["--nodes", "0"]).unwrap_err().starts_with("--nodes: "));
-        assert!(parse(&["--nodes", "1", "--complete-after", "soon"]).unwrap_err().contains("not a duration"));
         assert!(
-            parse(&["--nodes", "1", "--node-cidr-mask-size", "28"]).unwrap_err().starts_with("--node-cidr-mask-size: ")
+            parse(&["--nodes", "1", "--cluster-cidr", "10.200.0.0"])
+                .unwrap_err()
+                .starts_with("--cluster-cidr: ")
+        );
+        assert!(
+            parse(&["--nodes", "1", "--taints", "x"])
+                .unwrap_err()
+                .starts_with("--taints: ")
+        );
+        assert!(parse(&["--nodes", "0"]).unwrap_err().starts_with("--nodes: "));
+        assert!(
+            parse(&["--nodes", "1", "--complete-after", "soon"])
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse(&["--nodes", "1", "--node-cidr-mask-size", "28"])
+                .unwrap_err()
+                .starts_with("--node-cidr-mask-size: ")
         );
     }
 }

@@ -193,7 +193,11 @@ impl HollowConfig {
                 flag: "cluster-cidr",
                 source,
             })?;
-        let per_node = self.cluster_cidr.subnet(self.node_cidr_mask_size, 0).map(|c| c.pod_offsets().len()).unwrap_or(0);
+        let per_node = self
+            .cluster_cidr
+            .subnet(self.node_cidr_mask_size, 0)
+            .map(|c| c.pod_offsets().len())
+            .unwrap_or(0);
         if (per_node as u64) < u64::from(self.capacity.pods) {
             return Err(ConfigError::Invalid {
                 flag: "node-cidr-mask-size",
@@ -239,7 +243,10 @@ impl HollowConfig {
     pub fn slot_of(&self, name: &str) -> Option<u32> {
         let digits = name.strip_prefix(self.name_prefix.as_str())?;
         // Exactly the canonical decimal form: no sign, no leading zeros.
-        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty()
+            || (digits.len() > 1 && digits.starts_with('0'))
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let index: u32 = digits.parse().ok()?;
@@ -278,11 +285,15 @@ fn check_name_prefix(prefix: &str, last_index: u64) -> Result<(), ConfigError> {
     for label in longest.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(bad("lower-case letters, digits, '-' and '.' only, starting with a letter or digit"));
+            return Err(bad(
+                "lower-case letters, digits, '-' and '.' only, starting with a letter or digit",
+            ));
         }
     }
     Ok(())
@@ -291,7 +302,9 @@ fn check_name_prefix(prefix: &str, last_index: u64) -> Result<(), ConfigError> {
 fn check_label_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
@@ -306,7 +319,8 @@ pub fn is_qualified_name(key: &str) -> bool {
                 && prefix.split('.').all(|l| {
                     !l.is_empty()
                         && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && l.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                         && !l.starts_with('-')
                         && !l.ends_with('-')
                 })
@@ -350,7 +364,9 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>, ConfigError> {
             entry: entry.to_string(),
             why: why.to_string(),
         };
-        let (kv, effect) = entry.rsplit_once(':').ok_or_else(|| bad("expected key[=value]:Effect"))?;
+        let (kv, effect) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected key[=value]:Effect"))?;
         if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
             return Err(bad("effect must be NoSchedule, PreferNoSchedule or NoExecute"));
         }
@@ -398,7 +414,10 @@ mod tests {
     fn taints_parse_like_register_with_taints() {
         let t = parse_taints("dedicated=gpu:NoSchedule,example.com/flaky:PreferNoSchedule").unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!((t[0].key.as_str(), t[0].value.as_deref(), t[0].effect.as_str()), ("dedicated", Some("gpu"), "NoSchedule"));
+        assert_eq!(
+            (t[0].key.as_str(), t[0].value.as_deref(), t[0].effect.as_str()),
+            ("dedicated", Some("gpu"), "NoSchedule")
+        );
         assert_eq!((t[1].key.as_str(), t[1].value.as_deref()), ("example.com/flaky", None));
         assert_eq!(
             parse_taints("a=b:Sometimes").unwrap_err().to_string(),
@@ -448,7 +467,15 @@ mod tests {
         assert_eq!(c.node_name(100), "hollow-100");
         assert_eq!(c.slot_of("hollow-100"), Some(0));
         assert_eq!(c.slot_of("hollow-109"), Some(9));
-        for other in ["hollow-110", "hollow-99", "hollow-0100", "hollow-", "hollow-+101", "other-101", "hollow-1x"] {
+        for other in [
+            "hollow-110",
+            "hollow-99",
+            "hollow-0100",
+            "hollow-",
+            "hollow-+101",
+            "other-101",
+            "hollow-1x",
+        ] {
             assert_eq!(c.slot_of(other), None, "{other}");
         }
         assert_eq!(c.pod_cidr(100).to_string(), "10.128.100.0/24");

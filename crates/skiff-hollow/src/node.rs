@@ -177,14 +177,22 @@ mod tests {
         assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], KUBELET_VERSION);
         assert!(!needs_status(&n));
         let other = serde_json::to_value(node_object(&cfg, 1, "2026-01-01T00:00:00Z")).unwrap();
-        assert_ne!(other["status"]["nodeInfo"]["machineID"], v["status"]["nodeInfo"]["machineID"]);
+        assert_ne!(
+            other["status"]["nodeInfo"]["machineID"],
+            v["status"]["nodeInfo"]["machineID"]
+        );
     }
 
     #[test]
     fn heartbeat_keeps_transition_time() {
         let cfg = HollowConfig::default();
         let s = node_status(&cfg, 0, "T2", "T1");
-        let ready = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+        let ready = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
         assert_eq!(ready["lastHeartbeatTime"], "T2");
         assert_eq!(ready["lastTransitionTime"], "T1");
     }

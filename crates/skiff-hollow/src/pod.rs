@@ -190,7 +190,13 @@ mod tests {
         let types: Vec<&str> = conds.iter().map(|c| c["type"].as_str().unwrap()).collect();
         assert_eq!(
             types,
-            ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+            [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled"
+            ]
         );
         assert!(conds.iter().all(|c| c["status"] == "True"));
         assert_eq!(conds[4]["lastTransitionTime"], "2026-01-01T00:00:00Z");
@@ -200,8 +206,14 @@ mod tests {
         assert_eq!(cs[0]["name"], "web");
         assert_eq!(cs[0]["ready"], true);
         assert_eq!(cs[0]["state"]["running"]["startedAt"], "2026-01-01T00:00:05Z");
-        assert_eq!(s["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
-        assert_eq!(s["initContainerStatuses"][1]["state"]["running"]["startedAt"], "2026-01-01T00:00:05Z");
+        assert_eq!(
+            s["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
+        assert_eq!(
+            s["initContainerStatuses"][1]["state"]["running"]["startedAt"],
+            "2026-01-01T00:00:05Z"
+        );
         // The status deserializes as a PodStatus.
         let _: k8s_openapi::api::core::v1::PodStatus = serde_json::from_value(s).unwrap();
     }
@@ -215,7 +227,12 @@ mod tests {
         assert!(runs_to_completion(&p));
         let s = succeeded_status(&p, "100.64.0.1", "10.128.0.3", "T0", "T1");
         assert_eq!(s["phase"], "Succeeded");
-        let ready = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+        let ready = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
         assert_eq!(ready["status"], "False");
         assert_eq!(ready["reason"], "PodCompleted");
         let t = &s["containerStatuses"][0]["state"]["terminated"];

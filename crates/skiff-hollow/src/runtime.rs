@@ -95,10 +95,23 @@ pub(crate) enum StatusWrite {
 /// One request (or short sequence of requests) for the executor.
 #[derive(Debug)]
 pub(crate) enum Work {
-    Register { slot: u32, attempt: u32 },
-    Heartbeat { slot: u32 },
-    PodStatus { key: PodKey, status: Value, write: StatusWrite, attempt: u32 },
-    PodDelete { key: PodKey, attempt: u32 },
+    Register {
+        slot: u32,
+        attempt: u32,
+    },
+    Heartbeat {
+        slot: u32,
+    },
+    PodStatus {
+        key: PodKey,
+        status: Value,
+        write: StatusWrite,
+        attempt: u32,
+    },
+    PodDelete {
+        key: PodKey,
+        attempt: u32,
+    },
 }
 
 /// Whether a failed request is worth retrying as it is.
@@ -144,11 +157,17 @@ pub(crate) type Queues = (
 );
 
 impl Hollow {
-    pub(crate) fn new(client: kube::Client, cfg: HollowConfig, stats: Arc<Stats>, shutdown: CancellationToken) -> (Arc<Self>, Queues) {
+    pub(crate) fn new(
+        client: kube::Client,
+        cfg: HollowConfig,
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+    ) -> (Arc<Self>, Queues) {
         let (hb_tx, hb_rx) = mpsc::unbounded_channel();
         let (reg_tx, reg_rx) = mpsc::unbounded_channel();
         let (pod_tx, pod_rx) = mpsc::unbounded_channel();
-        let report_every = (cfg.status_report_frequency.as_millis() / cfg.renew_interval().as_millis().max(1)).max(1) as u32;
+        let report_every =
+            (cfg.status_report_frequency.as_millis() / cfg.renew_interval().as_millis().max(1)).max(1) as u32;
         let mut state = State::new(&cfg);
         {
             // Spread the periodic status posts over the report period.
@@ -282,7 +301,13 @@ impl Hollow {
             Ok(n) => n.metadata.uid.unwrap_or_default(),
             Err(e) if transient(&e) || code(&e) == Some(404) => {
                 tracing::debug!(node = %name, error = %e, "registering node failed; retrying");
-                return self.clone().retry(Work::Register { slot, attempt: attempt + 1 }, attempt);
+                return self.clone().retry(
+                    Work::Register {
+                        slot,
+                        attempt: attempt + 1,
+                    },
+                    attempt,
+                );
             }
             Err(e) => {
                 tracing::error!(node = %name, error = %e, "registering node failed; the node stays unregistered");
@@ -310,7 +335,7 @@ impl Hollow {
                 seconds = format!("{:.1}", self.started.elapsed().as_secs_f64()),
                 "all hollow nodes registered"
             );
-        } else if total >= 10 && done % (total / 10) == 0 {
+        } else if total >= 10 && done.is_multiple_of(total / 10) {
             tracing::info!("registered {done}/{total} hollow nodes");
         }
     }
@@ -330,7 +355,11 @@ impl Hollow {
                     .replace(name, &pp, &node::lease_object(name, uid, duration, Some(rv), now))
                     .await
             }
-            None => leases.create(&pp, &node::lease_object(name, uid, duration, None, now)).await,
+            None => {
+                leases
+                    .create(&pp, &node::lease_object(name, uid, duration, None, now))
+                    .await
+            }
         };
         let lease = match first {
             Ok(l) => l,
@@ -341,7 +370,11 @@ impl Hollow {
                         .replace(name, &pp, &node::lease_object(name, uid, duration, rv, now))
                         .await?
                 }
-                None => leases.create(&pp, &node::lease_object(name, uid, duration, None, now)).await?,
+                None => {
+                    leases
+                        .create(&pp, &node::lease_object(name, uid, duration, None, now))
+                        .await?
+                }
             },
             Err(e) => return Err(e),
         };
@@ -451,7 +484,10 @@ impl Hollow {
                     }
                     let mut st = self.lock();
                     let state = &mut st.nodes[slot as usize];
-                    let ours = state.uid.as_deref().is_some_and(|u| Some(u) == n.metadata.uid.as_deref());
+                    let ours = state
+                        .uid
+                        .as_deref()
+                        .is_some_and(|u| Some(u) == n.metadata.uid.as_deref());
                     if ours && !state.deleted {
                         state.force_status = true;
                         if !state.busy {
@@ -466,7 +502,11 @@ impl Hollow {
                     };
                     let mut st = self.lock();
                     let state = &mut st.nodes[slot as usize];
-                    if state.uid.as_deref().is_some_and(|u| Some(u) == n.metadata.uid.as_deref()) {
+                    if state
+                        .uid
+                        .as_deref()
+                        .is_some_and(|u| Some(u) == n.metadata.uid.as_deref())
+                    {
                         tracing::warn!(node = %self.cfg.node_name(self.cfg.first_index + slot), "node was deleted; it stops heartbeating");
                         state.deleted = true;
                         state.lease_rv = None;
@@ -521,8 +561,8 @@ impl Hollow {
                 let pod_ip = pod_ip.to_string();
                 let now = rfc3339(jiff::Timestamp::now());
                 let status = pod::running_status(&p, &host_ip, &pod_ip, &now);
-                let completes = (self.cfg.complete_after.is_some() && pod::runs_to_completion(&p))
-                    .then(|| Box::new((p, pod_ip)));
+                let completes =
+                    (self.cfg.complete_after.is_some() && pod::runs_to_completion(&p)).then(|| Box::new((p, pod_ip)));
                 self.send(Work::PodStatus {
                     key,
                     status,

@@ -31,7 +31,9 @@ impl IpPool {
         if len as usize <= self.used.len() {
             return None;
         }
-        let start = self.cursor.clamp(range.start, range.end.saturating_sub(1).max(range.start));
+        let start = self
+            .cursor
+            .clamp(range.start, range.end.saturating_sub(1).max(range.start));
         for step in 0..len {
             let off = range.start + (start - range.start + step) % len;
             if let Err(pos) = self.used.binary_search(&off) {
