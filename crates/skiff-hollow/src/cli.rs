@@ -60,7 +60,8 @@ pub struct HollowArgs {
     /// How often an unchanged node status is re-posted (e.g. `5m`, `30s`).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub node_status_report_frequency: Duration,
-    /// Requests in flight to the apiserver at most, across all nodes.
+    /// Requests in flight to the apiserver at most, across all nodes: this many node
+    /// requests (registrations, heartbeats) plus this many pod requests.
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: usize,
     /// Pods with restartPolicy Never or OnFailure succeed this long after starting

@@ -118,7 +118,8 @@ pub struct HollowConfig {
     /// How often the node status is re-posted when nothing changed (kubelet
     /// `nodeStatusReportFrequency`, 5 minutes).
     pub status_report_frequency: Duration,
-    /// Requests in flight to the apiserver at most (across all nodes).
+    /// Requests in flight to the apiserver at most, across all nodes: this many node
+    /// requests (registrations, heartbeats) and this many pod requests.
     pub max_in_flight: usize,
     /// Pods with `restartPolicy` `Never` or `OnFailure` finish successfully this long
     /// after they start running; `None`: every pod runs until it is deleted.

@@ -8,9 +8,10 @@
 //!   [`WHEEL_SLOTS`] slots chosen at random (the jitter), the wheel advances one slot
 //!   per `renew_interval / WHEEL_SLOTS`, so renewals are spread evenly instead of
 //!   arriving in bursts, and no task exists per node;
-//! - **one** executor that sends every request to the apiserver with at most
-//!   `max_in_flight` in flight, serving heartbeats before registrations before pod
-//!   work, so a flood of pods cannot starve the leases.
+//! - **one** executor that sends every request to the apiserver, with at most
+//!   `max_in_flight` node requests (heartbeats before registrations) and as many pod
+//!   requests in flight: a flood of pods cannot starve the leases, and when the
+//!   apiserver is saturated by heartbeats, pods still make progress.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -229,33 +230,56 @@ impl Hollow {
         }
     }
 
-    /// Sends queued work to the apiserver, at most `max_in_flight` requests at once,
-    /// heartbeats first.
+    /// Sends queued work to the apiserver: node requests (heartbeats first, then
+    /// registrations) and pod requests each with at most `max_in_flight` in flight,
+    /// so that neither class starves the other when the apiserver is saturated.
     pub(crate) async fn executor(self: Arc<Self>, queues: Queues) {
         let (mut heartbeats, mut registrations, mut pods) = queues;
-        let limit = Arc::new(Semaphore::new(self.cfg.max_in_flight));
-        loop {
-            let permit = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
-            };
-            let work = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return,
-                Some(w) = heartbeats.recv() => w,
-                Some(w) = registrations.recv() => w,
-                Some(w) = pods.recv() => w,
-                else => return,
-            };
+        let node_limit = Arc::new(Semaphore::new(self.cfg.max_in_flight));
+        let pod_limit = Arc::new(Semaphore::new(self.cfg.max_in_flight));
+        let pod_side = {
             let me = self.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = me.shutdown.cancelled() => {}
-                    _ = me.clone().execute(work) => {}
+            async move {
+                loop {
+                    let permit = tokio::select! {
+                        _ = me.shutdown.cancelled() => return,
+                        p = pod_limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    };
+                    let work = tokio::select! {
+                        _ = me.shutdown.cancelled() => return,
+                        w = pods.recv() => match w { Some(w) => w, None => return },
+                    };
+                    me.clone().spawn(work, permit);
                 }
-                drop(permit);
-            });
-        }
+            }
+        };
+        let node_side = async move {
+            loop {
+                let permit = tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    p = node_limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+                };
+                let work = tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => return,
+                    Some(w) = heartbeats.recv() => w,
+                    Some(w) = registrations.recv() => w,
+                    else => return,
+                };
+                self.clone().spawn(work, permit);
+            }
+        };
+        tokio::join!(pod_side, node_side);
+    }
+
+    fn spawn(self: Arc<Self>, work: Work, permit: tokio::sync::OwnedSemaphorePermit) {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = self.clone().execute(work) => {}
+            }
+            drop(permit);
+        });
     }
 
     async fn execute(self: Arc<Self>, work: Work) {
