@@ -169,7 +169,7 @@ mod tests {
         let mut argv = vec!["hollow", "--kubeconfig", "/dev/null"];
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        cli.args.config().map_err(|e| e.to_string())
+        cli.args.config().map_err(|e| crate::config::chain(&e))
     }
 
     #[test]

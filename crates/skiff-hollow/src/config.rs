@@ -37,8 +37,9 @@ pub enum ConfigError {
         /// The value given.
         value: String,
     },
-    /// An address range flag is malformed or too small for the node count.
-    #[error("--{flag}: {source}")]
+    /// An address range flag is malformed or too small for the node count (the
+    /// source says how).
+    #[error("--{flag}")]
     Cidr {
         /// The flag (`cluster-cidr`, `node-ip-range`).
         flag: &'static str,
@@ -394,6 +395,19 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>, ConfigError> {
     Ok(out)
 }
 
+/// The error and its sources, `: `-separated (as `{:#}` of an `anyhow::Error` prints it).
+#[cfg(test)]
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,7 +461,7 @@ mod tests {
         c.validate().unwrap();
         c.cluster_cidr = "10.200.0.0/16".parse().unwrap();
         assert_eq!(
-            c.validate().unwrap_err().to_string(),
+            chain(&c.validate().unwrap_err()),
             "--cluster-cidr: 10.200.0.0/16 holds 256 /24 subnets, 5000 are needed"
         );
         c.cluster_cidr = "10.200.0.0/12".parse().unwrap();

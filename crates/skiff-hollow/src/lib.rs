@@ -42,7 +42,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {source}")]
+    #[error("kubeconfig {path}")]
     Kubeconfig {
         /// Its path.
         path: String,
@@ -51,10 +51,10 @@ pub enum Error {
         source: kube::config::KubeconfigError,
     },
     /// No client could be built from the kubeconfig.
-    #[error("API client: {0}")]
+    #[error("building an API client from the kubeconfig")]
     Client(#[source] kube::Error),
     /// The apiserver did not answer.
-    #[error("cannot reach the apiserver at {url} (is it running, and is the kubeconfig for it?): {source}")]
+    #[error("cannot reach the apiserver at {url} (is it running, and is the kubeconfig for it?)")]
     Unreachable {
         /// The server URL from the kubeconfig.
         url: String,
