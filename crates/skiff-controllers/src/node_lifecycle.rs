@@ -81,58 +81,76 @@ async fn monitor(client: &kube::Client) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let lease_list = leases.list(&ListParams::default()).await?.items;
+    // By name: one lookup per node instead of a scan of every lease.
+    let by_name: std::collections::HashMap<&str, &Lease> = lease_list
+        .iter()
+        .filter_map(|l| Some((l.metadata.name.as_deref()?, l)))
+        .collect();
     let now = jiff::Timestamp::now();
     for node in nodes.list(&ListParams::default()).await?.items {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let lease = lease_list
-            .iter()
-            .find(|l| l.metadata.name.as_deref() == Some(name.as_str()));
-        let created = node
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .unwrap_or(0);
-        let seen = last_seen(&node, lease).unwrap_or(created);
-        let mut ready = ready_status(&node);
-        if now.as_second() - seen > GRACE_PERIOD.as_secs() as i64 && ready != "Unknown" {
-            tracing::warn!(node = %name, "node stopped posting status; marking Ready=Unknown");
-            let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let mut conditions = serde_json::to_value(
-                node.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .unwrap_or_default(),
-            )
-            .unwrap_or_else(|_| json!([]));
-            if let Some(list) = conditions.as_array_mut() {
-                for c in list.iter_mut() {
-                    c["status"] = json!("Unknown");
-                    c["reason"] = json!("NodeStatusUnknown");
-                    c["message"] = json!("Kubelet stopped posting node status.");
-                    c["lastTransitionTime"] = json!(stamp);
-                }
+        // A node deleted since the list must not stop the pass for every other node.
+        if let Err(e) = reconcile(&nodes, node, by_name.get(name.as_str()).copied(), now).await {
+            tracing::warn!(node = %name, error = %e, "node lifecycle update failed");
+        }
+    }
+    Ok(())
+}
+
+/// Marks one node Ready=Unknown when its heartbeats stopped and sets its taints to
+/// match its readiness.
+async fn reconcile(
+    nodes: &Api<Node>,
+    node: Node,
+    lease: Option<&Lease>,
+    now: jiff::Timestamp,
+) -> Result<(), kube::Error> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let created = node
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
+    let seen = last_seen(&node, lease).unwrap_or(created);
+    let mut ready = ready_status(&node);
+    if now.as_second() - seen > GRACE_PERIOD.as_secs() as i64 && ready != "Unknown" {
+        tracing::warn!(node = %name, "node stopped posting status; marking Ready=Unknown");
+        let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let mut conditions = serde_json::to_value(
+            node.status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default(),
+        )
+        .unwrap_or_else(|_| json!([]));
+        if let Some(list) = conditions.as_array_mut() {
+            for c in list.iter_mut() {
+                c["status"] = json!("Unknown");
+                c["reason"] = json!("NodeStatusUnknown");
+                c["message"] = json!("Kubelet stopped posting node status.");
+                c["lastTransitionTime"] = json!(stamp);
             }
-            nodes
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"conditions": conditions}})),
-                )
-                .await?;
-            ready = "Unknown".into();
         }
-        let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-        let want = desired_taints(&current, &ready, now);
-        if want != current {
-            nodes
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"taints": want}})),
-                )
-                .await?;
-        }
+        nodes
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": conditions}})),
+            )
+            .await?;
+        ready = "Unknown".into();
+    }
+    let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let want = desired_taints(&current, &ready, now);
+    if want != current {
+        nodes
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"taints": want}})),
+            )
+            .await?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `skiff`: Kubernetes in one binary.
 //!
 //! `skiff server` runs the control plane (apiserver, scheduler, controller-manager)
-//! and, unless `--disable-agent`, a local node agent (kubelet on containerd).
+//! and, unless `--disable-agent`, a local node agent (kubelet on containerd);
+//! `skiff hollow` runs simulated nodes for scale tests.
 
 mod server;
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run a control-plane node (apiserver, scheduler, controllers) and a local agent.
     Server(Box<server::ServerArgs>),
+    /// Run N simulated nodes (no containers) against a cluster, for scale tests.
+    Hollow(Box<skiff_hollow::cli::HollowArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Command::Server(args) => rt.block_on(server::run(*args)),
+        Command::Hollow(args) => rt.block_on(skiff_hollow::cli::run(*args)).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
