@@ -20,6 +20,7 @@ use std::pin::Pin;
 use futures::Stream;
 
 pub mod embedded;
+pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
 
@@ -140,6 +141,11 @@ pub enum Error {
         /// The current revision.
         current: Revision,
     },
+    /// The disk holding the store is full: the write was refused and nothing changed.
+    /// Reads keep working; writes succeed again once space is freed. The apiserver
+    /// answers `507 Insufficient Storage`.
+    #[error("insufficient storage: {0}")]
+    NoSpace(String),
     /// The underlying engine failed (I/O, corruption, unavailable backend).
     #[error("storage backend error: {0}")]
     Backend(String),
