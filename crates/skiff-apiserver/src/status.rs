@@ -226,6 +226,8 @@ impl From<skiff_store::Error> for ApiError {
                     format!("Too large resource version: {requested}, current: {current}"),
                 )
             },
+            // Upstream has no StatusReason for it; the HTTP code says what it is.
+            skiff_store::Error::NoSpace(m) => Self::new(507, "InsufficientStorage", m),
             other => Self::internal(other.to_string()),
         }
     }

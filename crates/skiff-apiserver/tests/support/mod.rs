@@ -21,7 +21,12 @@ impl Drop for TestServer {
 }
 
 pub async fn start() -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap()).await
+}
+
+/// Starts the apiserver on the store in `dir/db` (created if missing), with a new
+/// PKI in `dir/tls`.
+pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
     let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
     let serving = pki
         .ensure_cert(
