@@ -1,9 +1,11 @@
 //! `skiff`: Kubernetes in one binary.
 //!
 //! `skiff server` runs the control plane (apiserver, scheduler, controller-manager)
-//! and, unless `--disable-agent`, a local node agent (kubelet on containerd).
+//! and, unless `--disable-agent`, a local node agent (kubelet on containerd);
+//! `skiff snapshot save|restore` backs the cluster state up and brings it back.
 
 mod server;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run a control-plane node (apiserver, scheduler, controllers) and a local agent.
     Server(Box<server::ServerArgs>),
+    /// Save a running cluster's state to a file, or restore one into a data dir.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +43,7 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Command::Server(args) => rt.block_on(server::run(*args)),
+        Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
