@@ -249,3 +249,20 @@ impl IntoResponse for ApiError {
 pub fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_insufficient_storage() {
+        let e = ApiError::from(skiff_store::Error::NoSpace("free disk space and retry".into()));
+        let s = e.to_status();
+        assert_eq!(
+            (s["code"].as_u64(), s["reason"].as_str()),
+            (Some(507), Some("InsufficientStorage"))
+        );
+        assert_eq!(s["message"], "free disk space and retry");
+        assert_eq!(e.into_response().status(), StatusCode::INSUFFICIENT_STORAGE);
+    }
+}
