@@ -418,8 +418,9 @@ impl Objects {
     /// Read-modify-write with compare-and-swap. `precondition` is the resourceVersion
     /// the client sent (a mismatch is 409 Conflict); without one, conflicts are retried.
     /// `f` maps the current object to the desired one; returning an identical object
-    /// skips the write. An object being deleted whose finalizers are all gone is
-    /// removed from the store.
+    /// skips the write unless the store reports the stored value stale
+    /// ([`skiff_store::Store::is_stale`]). An object being deleted whose finalizers
+    /// are all gone is removed from the store.
     pub async fn mutate<F>(
         &self,
         res: &ResourceInfo,
@@ -449,7 +450,10 @@ impl Objects {
             let current = decode(&kv)?;
             let mut next = f(&current)?;
             meta(&mut next).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-            if next == current || dry_run {
+            // An unchanged object is not written, unless its stored form is stale
+            // (e.g. encrypted with a key that is no longer the first): upstream's
+            // GuaranteedUpdate rewrites those, which is how rotations re-encrypt.
+            if (next == current && !self.store.is_stale(&key, kv.mod_revision)) || dry_run {
                 return Ok(next);
             }
             let result = if is_deleting(&next) && finalizers_empty(&next) && !awaits_kubelet(res, &next) {

@@ -194,7 +194,7 @@ async fn a_cluster_round_trips_through_snapshot_and_restore() {
 
     let dir = tempfile::tempdir().unwrap();
     skiff_store::EmbeddedStore::restore(&dir.path().join("db"), &snap).unwrap();
-    let b = support::start_in(dir).await;
+    let b = support::start_in(dir, |s| s).await;
     let after = every_object(&b.client).await;
 
     // Every object is back, identical, resourceVersion included — except what the new

@@ -20,9 +20,11 @@ use std::pin::Pin;
 use futures::Stream;
 
 pub mod embedded;
+pub mod encryption;
 pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
+pub use encryption::EncryptedStore;
 
 /// A store revision (etcd's `revision`). `0` means "no revision" / "latest" where an
 /// argument accepts it.
@@ -193,4 +195,25 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::Compacted`]. A `revision` beyond the current one compacts up to the
     /// current one; one at or below the compacted revision changes nothing.
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// Whether the value read for `key` at `mod_revision` is stored in an outdated
+    /// form and should be written again even by an update that changes nothing.
+    /// Upstream: the `stale` result of a storage transformer's
+    /// `TransformFromStorage`, which makes `GuaranteedUpdate` write an unchanged
+    /// object; the [`EncryptedStore`] reports values read with a provider or key
+    /// that is no longer the first configured one, so rewriting every object moves
+    /// them all to the new key. Engines store values as given: `false`.
+    fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
+        let _ = (key, mod_revision);
+        false
+    }
+
+    /// The store whose values are as they rest on disk, if it is not this one: a
+    /// wrapper that transforms values (the [`EncryptedStore`]) returns the store it
+    /// wraps, so that a snapshot ([`snapshot::Snapshot::take`]) holds what is at
+    /// rest — encrypted Secrets stay encrypted in backups, as an etcd snapshot of an
+    /// encrypting apiserver does. Engines return `None`.
+    fn at_rest(&self) -> Option<&dyn Store> {
+        None
+    }
 }

@@ -65,12 +65,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Takes a consistent snapshot of `store`: its current revision, then every key
-    /// under `/` at that revision, read in pages of [`PAGE_SIZE`].
+    /// under `/` at that revision, read in pages of [`PAGE_SIZE`]. Values are taken
+    /// as they rest on disk ([`Store::at_rest`]): with encryption at rest, encrypted.
     ///
     /// Errors: [`SnapshotError::Store`] if a read fails, including
     /// [`crate::Error::Compacted`] if compaction passes the snapshot's revision while
     /// it is being read (retrying takes a newer one).
     pub async fn take(store: &dyn Store) -> Result<Self, SnapshotError> {
+        let store = store.at_rest().unwrap_or(store);
         let revision = store.current_revision().await?;
         let mut items = Vec::new();
         let mut start_after = None;

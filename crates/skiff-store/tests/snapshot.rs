@@ -217,3 +217,45 @@ async fn full_disk_refuses_writes_keeps_reads_and_recovers() {
     let s = EmbeddedStore::open(&mnt.join("db")).unwrap();
     assert_eq!(all(&s).await.len(), 2);
 }
+
+#[tokio::test]
+async fn snapshots_of_an_encrypting_store_keep_secrets_encrypted() {
+    use skiff_store::EncryptedStore;
+    use skiff_store::encryption::{EncryptionConfig, ResourceKeys};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let config = EncryptionConfig::parse(
+        b"apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: key1\n              secret: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )
+    .unwrap();
+    let store = EncryptedStore::new(engine.clone(), config, ResourceKeys::new([("", "secrets")]));
+    let plain = br#"{"kind":"Secret","data":{"password":"hunter2-plaintext"}}"#.to_vec();
+    store
+        .create("/registry/secrets/default/db", plain.clone())
+        .await
+        .unwrap();
+
+    let snap = Snapshot::take(&store).await.unwrap();
+    let raw = snap.encode();
+    assert!(
+        !raw.windows(17).any(|w| w == b"hunter2-plaintext"),
+        "the snapshot holds the Secret in plain text"
+    );
+    assert!(snap.items[0].value.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
+    // Restored under the same configuration, the Secret reads back.
+    let target = dir.path().join("restored");
+    EmbeddedStore::restore(&target, &snap).unwrap();
+    drop(store);
+    let restored = Arc::new(EmbeddedStore::open(&target).unwrap());
+    let config = EncryptionConfig::parse(
+        b"apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: key1\n              secret: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )
+    .unwrap();
+    let store = EncryptedStore::new(restored, config, ResourceKeys::new([("", "secrets")]));
+    assert_eq!(
+        store.get("/registry/secrets/default/db").await.unwrap().unwrap().value,
+        plain
+    );
+}

@@ -30,6 +30,10 @@ pub struct ServerArgs {
     /// External datastore, e.g. `etcd://127.0.0.1:2379` (default: embedded store in the data dir).
     #[arg(long)]
     datastore_endpoint: Option<String>,
+    /// Encrypt stored values as the upstream `EncryptionConfiguration` in this file
+    /// says (apiserver.config.k8s.io/v1; providers aesgcm, aescbc, secretbox, identity).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
     /// Run the control plane only, without a local kubelet.
     #[arg(long)]
     disable_agent: bool,
@@ -133,6 +137,23 @@ fn service_network(args: &ServerArgs) -> anyhow::Result<skiff_apiserver::service
         cluster_ip_range,
         node_port_range: first..=last,
     })
+}
+
+/// `store` behind the encryption of `--encryption-provider-config`, if given.
+fn encrypted_at_rest(
+    store: Arc<dyn skiff_store::Store>,
+    config: Option<&Path>,
+) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+    use skiff_store::encryption::{EncryptionConfig, ResourceKeys};
+    let Some(path) = config else { return Ok(store) };
+    let config = EncryptionConfig::from_file(path).context("--encryption-provider-config")?;
+    tracing::info!(resources = ?config.resources(), "encryption at rest configured by {}", path.display());
+    let keys = ResourceKeys::new(
+        skiff_api::registry::RESOURCES
+            .iter()
+            .map(|r| (r.group, r.storage_resource)),
+    );
+    Ok(Arc::new(skiff_store::EncryptedStore::new(store, config, keys)))
 }
 
 /// The IPv4 address of the default route (no packet is sent).
@@ -256,6 +277,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Store.
     let store: Arc<dyn skiff_store::Store> =
         Arc::new(skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?);
+    let store = encrypted_at_rest(store, args.encryption_provider_config.as_deref())?;
 
     // Apiserver.
     let shutdown = CancellationToken::new();

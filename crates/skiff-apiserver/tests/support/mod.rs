@@ -21,12 +21,21 @@ impl Drop for TestServer {
 }
 
 pub async fn start() -> TestServer {
-    start_in(tempfile::tempdir().unwrap()).await
+    start_with(|store| store).await
 }
 
-/// Starts the apiserver on the store in `dir/db` (created if missing), with a new
+/// Like [`start`], with `wrap` put around the embedded store before the apiserver
+/// gets it (e.g. encryption at rest); `wrap` receives the engine itself.
+pub async fn start_with(wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>) -> TestServer {
+    start_in(tempfile::tempdir().unwrap(), wrap).await
+}
+
+/// Like [`start_with`], on the store in `dir/db` (created if missing), with a new
 /// PKI in `dir/tls`.
-pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+pub async fn start_in(
+    dir: tempfile::TempDir,
+    wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>,
+) -> TestServer {
     let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
     let serving = pki
         .ensure_cert(
@@ -44,8 +53,9 @@ pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
         .local_addr()
         .unwrap()
         .port();
-    let store: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+    let store = wrap(Arc::new(
+        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
+    ));
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = skiff_apiserver::Config {
