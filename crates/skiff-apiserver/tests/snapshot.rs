@@ -246,3 +246,51 @@ async fn a_cluster_round_trips_through_snapshot_and_restore() {
     let rv: i64 = created.metadata.resource_version.unwrap().parse().unwrap();
     assert!(rv > snap.revision);
 }
+
+/// A full disk under the store: creates fail with a `507` `Status` saying to free
+/// disk space, reads keep working, and creates work again once space is freed.
+#[tokio::test]
+async fn a_full_disk_fails_writes_with_507_and_keeps_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().to_str().unwrap().to_string();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs", &m])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(m.clone());
+    let filler = dir.path().join("filler");
+    let server = support::start_in(dir, |s| s).await;
+    let cms = dyn_api(&server.client, "", "v1", "ConfigMap", "configmaps", Some("default"));
+    let cm = |name: &str| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})).unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("before")).await.unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    match cms.create(&PostParams::default(), &cm("during")).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 507, "{s:?}");
+            assert!(s.message.contains("free disk space"), "{}", s.message);
+        }
+        other => panic!("expected a 507, got {other:?}"),
+    }
+    assert!(cms.get("before").await.is_ok());
+    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    std::fs::remove_file(&filler).unwrap();
+    cms.create(&PostParams::default(), &cm("after")).await.unwrap();
+    drop(server);
+}
