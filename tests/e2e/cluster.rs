@@ -67,7 +67,12 @@ fn wait_ready(c: &Cluster, selector: &str, n: usize) -> Vec<Value> {
         if ps.len() == n && ready == n {
             Ok(ps)
         } else {
-            Err(format!("{} pods, {ready} ready", ps.len()))
+            let not_ready: Vec<String> = ps
+                .iter()
+                .filter(|p| !is_ready(p))
+                .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]))
+                .collect();
+            Err(format!("{} pods, {ready} ready; not ready: {not_ready:?}", ps.len()))
         }
     })
 }

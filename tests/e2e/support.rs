@@ -121,7 +121,11 @@ impl Cluster {
             .arg(&self.dir)
             .args(["--https-listen-port", &self.api_port.to_string()])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
-            .env("SKIFF_LOG", "info")
+            // `SKIFF_LOG` from the test's environment (e.g. `info,skiff_kubelet=debug`) or info.
+            .env(
+                "SKIFF_LOG",
+                std::env::var("SKIFF_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -10,6 +10,7 @@
 pub mod accept;
 pub mod aggregated_discovery;
 pub mod authn;
+pub mod authn_review;
 pub mod authz;
 pub mod compaction;
 pub mod crds;
@@ -28,6 +29,7 @@ pub mod request;
 pub mod rest;
 pub mod server;
 pub mod service_alloc;
+pub mod serviceaccount_admission;
 pub mod serviceaccount_token;
 pub mod status;
 pub mod stream_proxy;

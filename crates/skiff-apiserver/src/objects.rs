@@ -377,6 +377,11 @@ impl Objects {
         }
         match (res.group, res.kind) {
             ("", "Pod") => {
+                // Admission runs after the namespace is known to accept content,
+                // as upstream orders NamespaceLifecycle before ServiceAccount.
+                let ns = ns.unwrap_or_default();
+                self.check_namespace(ns).await?;
+                crate::serviceaccount_admission::admit(self, ns, &mut obj).await?;
                 defaults::default_tolerations(&mut obj);
                 defaults::service_account(&mut obj);
                 let qos = qos_class(&obj);

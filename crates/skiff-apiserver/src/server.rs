@@ -236,6 +236,18 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         let out = authz::review::review(&app.authorizer, &user, rr.res, obj)?;
         return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
     }
+    if rr.res.group == crate::authn_review::GROUP {
+        if method != Method::POST || rr.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method})"
+            )));
+        }
+        let body = rest::json_body(&headers, body)?;
+        let obj = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        let out = crate::authn_review::review(&app.objects, &app.tokens, &user, rr.res, obj).await?;
+        return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
+    }
     rest::handle(app, &method, rr, q, &headers, body).await
 }
 

@@ -155,12 +155,25 @@ impl Claims {
         )
     }
 
-    /// Checks issuer, audience and validity window at `now` (Unix seconds).
+    /// Checks issuer, audience (the apiserver's, [`ISSUER`]) and validity window at
+    /// `now` (Unix seconds).
     pub fn check(&self, now: i64) -> Result<(), TokenError> {
+        self.check_for(now, &[ISSUER]).map(|_| ())
+    }
+
+    /// [`Claims::check`] for a caller accepting any of `audiences`; returns the
+    /// token's audiences that are among them (what a TokenReview reports).
+    pub fn check_for(&self, now: i64, audiences: &[&str]) -> Result<Vec<String>, TokenError> {
         if self.iss != ISSUER {
             return Err(TokenError::Issuer(self.iss.clone()));
         }
-        if !self.aud.iter().any(|a| a == ISSUER) {
+        let matched: Vec<String> = self
+            .aud
+            .iter()
+            .filter(|a| audiences.contains(&a.as_str()))
+            .cloned()
+            .collect();
+        if matched.is_empty() {
             return Err(TokenError::Audience(self.aud.clone()));
         }
         if now >= self.exp {
@@ -169,7 +182,7 @@ impl Claims {
         if now < self.nbf {
             return Err(TokenError::NotYetValid);
         }
-        Ok(())
+        Ok(matched)
     }
 }
 
@@ -220,6 +233,12 @@ impl TokenSigner {
     /// The claims of `token` if its signature verifies and [`Claims::check`] passes
     /// at `now`. Whether the referenced objects still exist is not checked here.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        self.verify_for(token, now, &[ISSUER]).map(|(c, _)| c)
+    }
+
+    /// [`TokenSigner::verify`] accepting any of `audiences` ([`Claims::check_for`]);
+    /// also returns the matching audiences.
+    pub fn verify_for(&self, token: &str, now: i64, audiences: &[&str]) -> Result<(Claims, Vec<String>), TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
@@ -234,8 +253,8 @@ impl TokenSigner {
             .verify(signing_input.as_bytes(), &dec(s)?)
             .map_err(|_| TokenError::Signature)?;
         let claims: Claims = serde_json::from_slice(&dec(p)?).map_err(|_| TokenError::Malformed)?;
-        claims.check(now)?;
-        Ok(claims)
+        let matched = claims.check_for(now, audiences)?;
+        Ok((claims, matched))
     }
 }
 
@@ -391,13 +410,45 @@ pub async fn create(
     Ok(crate::rest::json_response(StatusCode::CREATED, &req, &[]))
 }
 
+/// Why a presented token does not authenticate anyone.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The token itself is not acceptable.
+    #[error("invalid bearer token, {0}")]
+    Token(#[from] TokenError),
+    /// An object the token names (ServiceAccount, bound Pod, Secret or Node) is
+    /// gone or was replaced by one with another uid.
+    #[error("invalid bearer token, service account token has been invalidated")]
+    Invalidated,
+    /// Looking the objects up failed.
+    #[error("looking up the token's objects: {0}")]
+    Lookup(String),
+}
+
 /// Authenticates a bearer token: the user of a valid token whose ServiceAccount
 /// (and bound object) still exist with the recorded uids; 401 `Unauthorized` otherwise.
 pub async fn authenticate(objects: &Objects, signer: &TokenSigner, token: &str) -> Result<UserInfo, ApiError> {
-    let claims = signer.verify(token, now_unix()).map_err(|e| {
-        tracing::debug!(error = %e, "rejecting bearer token");
-        ApiError::unauthorized()
-    })?;
+    match review(objects, signer, token, &[ISSUER]).await {
+        Ok((claims, _)) => Ok(claims.user()),
+        Err(Rejection::Lookup(e)) => Err(ApiError::internal(e)),
+        Err(e) => {
+            tracing::debug!(error = %e, "rejecting bearer token");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// Checks `token` for a caller accepting `audiences`: its claims and the matching
+/// audiences when the signature, issuer, audience and validity window check out and
+/// the ServiceAccount and bound object still exist with the recorded uids
+/// (upstream's legacy-claims validation for bound tokens).
+pub async fn review(
+    objects: &Objects,
+    signer: &TokenSigner,
+    token: &str,
+    audiences: &[&str],
+) -> Result<(Claims, Vec<String>), Rejection> {
+    let (claims, matched) = signer.verify_for(token, now_unix(), audiences)?;
     let k = &claims.kubernetes;
     let ns = k.namespace.as_str();
     let mut refs = vec![(resource("serviceaccounts"), Some(ns), &k.serviceaccount)];
@@ -415,12 +466,12 @@ pub async fn authenticate(objects: &Objects, signer: &TokenSigner, token: &str) 
             Ok(obj) if uid_of(&obj) == r.uid => {}
             Ok(_) | Err(ApiError { code: 404, .. }) => {
                 tracing::debug!(kind = res.kind, name = %r.name, "bearer token refers to a deleted object");
-                return Err(ApiError::unauthorized());
+                return Err(Rejection::Invalidated);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(Rejection::Lookup(e.message)),
         }
     }
-    Ok(claims.user())
+    Ok((claims, matched))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! - [`namespace`]: emptying and finalizing namespaces being deleted.
 //! - [`endpoints`]: EndpointSlices and Endpoints for Services with selectors.
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
+//! - [`root_ca_publisher`]: the `kube-root-ca.crt` ConfigMap of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
 //!
 //! The loops run only while this process holds the Lease
@@ -51,6 +52,7 @@ pub mod pod_cache;
 pub mod replicaset;
 pub mod revision;
 pub mod rollout;
+pub mod root_ca_publisher;
 pub mod scheduling;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -83,14 +85,33 @@ pub enum Error {
 /// upstream.
 pub const LEASE_NAME: &str = "kube-controller-manager";
 
+/// Settings of the controller manager beyond its API client (upstream
+/// kube-controller-manager flags).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The CA bundle (PEM) clients verify the apiserver with (`--root-ca-file`),
+    /// published by [`root_ca_publisher`] as `kube-root-ca.crt` in every namespace;
+    /// `None` leaves that controller off.
+    pub root_ca_pem: Option<String>,
+}
+
 /// Campaigns for the Lease `kube-system/kube-controller-manager` with the
 /// upstream defaults (15 s lease, 10 s renew deadline, 2 s retry, released on
 /// shutdown) and runs every controller while leading, until `shutdown` is
 /// cancelled; then returns `Ok(())`. Reconcile errors are retried with backoff
 /// inside each loop and never end it.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with_options(client, shutdown, Options::default()).await
+}
+
+/// [`run`] with [`Options`].
+pub async fn run_with_options(
+    client: kube::Client,
+    shutdown: CancellationToken,
+    options: Options,
+) -> Result<(), Error> {
     let config = leader_election::Config::new(leader_election::LEASE_NAMESPACE, LEASE_NAME);
-    run_elected(client, shutdown, config).await
+    run_elected_with_options(client, shutdown, config, options).await
 }
 
 /// [`run`] with an explicit leader-election configuration: the controllers run
@@ -101,12 +122,23 @@ pub async fn run_elected(
     shutdown: CancellationToken,
     election: leader_election::Config,
 ) -> Result<(), Error> {
+    run_elected_with_options(client, shutdown, election, Options::default()).await
+}
+
+/// [`run_elected`] with [`Options`].
+pub async fn run_elected_with_options(
+    client: kube::Client,
+    shutdown: CancellationToken,
+    election: leader_election::Config,
+    options: Options,
+) -> Result<(), Error> {
     let elector = leader_election::LeaderElector::new(client.clone(), election)?;
     elector
         .run(shutdown, |leading| {
             let client = client.clone();
+            let options = options.clone();
             async move {
-                run_controllers(client, leading).await;
+                run_controllers(client, leading, options).await;
                 Ok::<(), Error>(())
             }
         })
@@ -114,8 +146,16 @@ pub async fn run_elected(
 }
 
 /// Runs every controller until `shutdown` is cancelled, without leader election.
-async fn run_controllers(client: kube::Client, shutdown: CancellationToken) {
+async fn run_controllers(client: kube::Client, shutdown: CancellationToken, options: Options) {
     tracing::info!("controller-manager started");
+    let root_ca = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        async move {
+            if let Some(ca) = options.root_ca_pem {
+                root_ca_publisher::run(client, ca, shutdown).await;
+            }
+        }
+    };
     tokio::join!(
         replicaset::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
@@ -127,6 +167,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken) {
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
+        root_ca,
         endpoints::run(client, shutdown),
     );
     tracing::info!("controller-manager stopped");

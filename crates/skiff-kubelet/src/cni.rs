@@ -1,6 +1,12 @@
 //! The node's CNI configuration: the standard `bridge` plugin (bridge `cni0`, gateway,
 //! masquerade, hairpin) with `host-local` IPAM on the node's podCIDR, plus `portmap`
 //! for hostPorts. containerd's CRI plugin reads it from the conf dir.
+//!
+//! The bridge is one per host, so the IPAM state is too: `host-local` keeps its
+//! reservations in its default host-wide directory (`/var/lib/cni/networks/skiff`), not
+//! in the node's data dir. Otherwise a second data dir on the same host (a new cluster,
+//! or a test) would hand out addresses that pods of the first one still hold on `cni0`,
+//! and traffic to the duplicate IP would reach whichever pod answers ARP first.
 
 use std::path::Path;
 
@@ -11,9 +17,8 @@ use crate::Error;
 /// File name of the generated conflist.
 pub const CONFLIST: &str = "10-skiff.conflist";
 
-/// Renders the conflist for `pod_cidr` (e.g. `10.42.0.0/24`); IPAM state goes under
-/// `ipam_dir`.
-pub fn render(pod_cidr: &str, ipam_dir: &Path) -> String {
+/// Renders the conflist for `pod_cidr` (e.g. `10.42.0.0/24`).
+pub fn render(pod_cidr: &str) -> String {
     let v = json!({
         "cniVersion": "1.0.0",
         "name": "skiff",
@@ -28,7 +33,6 @@ pub fn render(pod_cidr: &str, ipam_dir: &Path) -> String {
                     "type": "host-local",
                     "ranges": [[{"subnet": pod_cidr}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": ipam_dir.display().to_string(),
                 }
             },
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
@@ -41,8 +45,7 @@ pub fn render(pod_cidr: &str, ipam_dir: &Path) -> String {
 pub fn write(conf_dir: &Path, pod_cidr: &str) -> Result<(), Error> {
     std::fs::create_dir_all(conf_dir).map_err(|e| Error::Io(format!("{}: {e}", conf_dir.display())))?;
     let path = conf_dir.join(CONFLIST);
-    std::fs::write(&path, render(pod_cidr, &conf_dir.join("ipam")))
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    std::fs::write(&path, render(pod_cidr)).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -51,9 +54,11 @@ mod tests {
 
     #[test]
     fn bridge_with_host_local_on_the_pod_cidr() {
-        let v: serde_json::Value = serde_json::from_str(&render("10.42.0.0/24", Path::new("/x/ipam"))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&render("10.42.0.0/24")).unwrap();
         assert_eq!(v["plugins"][0]["type"], "bridge");
         assert_eq!(v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.42.0.0/24");
         assert_eq!(v["plugins"][1]["type"], "portmap");
+        // Host-wide IPAM state, shared by every data dir on the host, like the bridge.
+        assert!(v["plugins"][0]["ipam"].get("dataDir").is_none());
     }
 }

@@ -3,6 +3,7 @@
 //! networking), reports their status truthfully, and serves container logs.
 #![deny(missing_docs)]
 
+pub mod atomic_writer;
 pub mod cni;
 pub mod containerd;
 pub mod cri;
@@ -12,8 +13,10 @@ pub mod pod_spec;
 pub mod pods;
 pub mod probes;
 pub mod server;
+pub mod service_env;
 pub mod status;
 pub mod streaming;
+pub mod token;
 pub mod volumes;
 
 use std::net::IpAddr;

@@ -196,8 +196,10 @@ pub fn sandbox_config(cfg: &KubeletConfig, uid: &str, pod: &Pod, attempt: u32) -
     }
 }
 
-/// The container environment: `envFrom`, then `env` (values with `$(VAR)` expansion,
-/// fieldRef, configMapKeyRef, secretKeyRef). `Err` is a CreateContainerConfigError message.
+/// The container environment: the Service variables ([`crate::service_env`]), then
+/// `envFrom`, then `env` (values with `$(VAR)` expansion, fieldRef, configMapKeyRef,
+/// secretKeyRef), later sources overriding earlier ones as upstream. `Err` is a
+/// CreateContainerConfigError message.
 pub async fn env(
     client: &kube::Client,
     node_ip: IpAddr,
@@ -206,7 +208,7 @@ pub async fn env(
     pod_ip: &str,
 ) -> Result<BTreeMap<String, String>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let mut env = BTreeMap::new();
+    let mut env = crate::service_env::for_pod(client, pod).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for from in c.env_from.as_deref().unwrap_or_default() {
@@ -305,8 +307,15 @@ pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Ve
         let host_path = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
                 let p = PathBuf::from(&host_path).join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
-                p.display().to_string()
+                let resolved = if crate::volumes::is_api_backed(v) {
+                    // A file of the volume, reached through its `..data` link: the
+                    // container gets the file itself, as upstream (no updates).
+                    std::fs::canonicalize(&p).map_err(|e| format!("subPath {sub:?} of volume {}: {e}", v.name))?
+                } else {
+                    std::fs::create_dir_all(&p).map_err(|e| e.to_string())?;
+                    p
+                };
+                resolved.display().to_string()
             }
             None => host_path,
         };

@@ -1,20 +1,22 @@
 //! Volumes whose content comes from the API: configMap, secret, downwardAPI and
-//! projected (of those three). Their files are written under
-//! `ROOT/pods/<uid>/volumes/<name>/` with the requested modes, bind-mounted into the
-//! containers, and rewritten periodically so updates to the source objects reach
-//! running pods (upstream: within the kubelet sync period, about a minute).
+//! projected (of those three and serviceAccountToken). Their files are written
+//! under `ROOT/pods/<uid>/volumes/<name>/` with the requested modes by the
+//! [`crate::atomic_writer`] (readers never see a partial update), bind-mounted into
+//! the containers, and rewritten periodically so updates to the source objects and
+//! refreshed tokens reach running pods (upstream: within the kubelet sync period,
+//! about a minute).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use kube::api::Api;
 
 use crate::pod_spec;
+use crate::token::{self, TokenKey, TokenManager};
 
 /// Files of one volume: relative path -> (content, mode).
-pub type Files = BTreeMap<String, (Vec<u8>, u32)>;
+pub type Files = crate::atomic_writer::Payload;
 
 /// Directory of a volume of pod `uid`.
 pub fn volume_dir(root_dir: &Path, uid: &str, name: &str) -> PathBuf {
@@ -136,8 +138,19 @@ fn downward(
     Ok(out)
 }
 
-/// Computes the files of an API-backed volume.
-pub async fn files(client: &kube::Client, pod: &Pod, v: &Volume, host_ip: &str) -> Result<Files, String> {
+/// Computes the files of an API-backed volume. A `serviceAccountToken` projection
+/// yields a token for the pod's ServiceAccount bound to the pod, from `tokens`
+/// (audience: the projection's, else the apiserver's; lifetime: its
+/// `expirationSeconds`, default [`token::DEFAULT_EXPIRATION_SECONDS`]), as upstream's
+/// projected volume plugin (`pkg/volume/projected`) does. Errors name the missing
+/// object or the failed request.
+pub async fn files(
+    client: &kube::Client,
+    tokens: &TokenManager,
+    pod: &Pod,
+    v: &Volume,
+    host_ip: &str,
+) -> Result<Files, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -173,9 +186,26 @@ pub async fn files(client: &kube::Client, pod: &Pod, v: &Volume, host_ip: &str) 
                     p.default_mode,
                     host_ip,
                 )?);
+            } else if let Some(t) = &src.service_account_token {
+                let key = TokenKey {
+                    namespace: ns.clone(),
+                    service_account: pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| "default".into()),
+                    audiences: t.audience.clone().filter(|a| !a.is_empty()).into_iter().collect(),
+                    expiration_seconds: t.expiration_seconds.unwrap_or(token::DEFAULT_EXPIRATION_SECONDS),
+                    pod_name: pod.metadata.name.clone().unwrap_or_default(),
+                    pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+                };
+                let jwt = tokens.token(&key).await.map_err(|e| e.to_string())?;
+                let mode = p.default_mode.unwrap_or(0o644) as u32;
+                out.insert(t.path.clone(), (jwt.into_bytes(), mode));
             } else {
                 return Err(format!(
-                    "volume {}: only configMap, secret and downwardAPI projections are supported yet",
+                    "volume {}: only configMap, secret, downwardAPI and serviceAccountToken projections are supported yet",
                     v.name
                 ));
             }
@@ -185,48 +215,19 @@ pub async fn files(client: &kube::Client, pod: &Pod, v: &Volume, host_ip: &str) 
     Err(format!("volume {} is not backed by the API", v.name))
 }
 
-/// Writes `files` into `dir` (each atomically: temp file + rename) and removes files
-/// that are no longer part of the volume.
+/// Makes `dir` hold exactly `files`, atomically ([`crate::atomic_writer::write`]):
+/// files no longer part of the volume disappear, and a reader sees either the
+/// previous or the new content of the whole volume.
 pub fn write(dir: &Path, files: &Files) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (rel, (content, mode)) in files {
-        if rel.split('/').any(|seg| seg == "..") || rel.starts_with('/') {
-            return Err(format!("invalid path {rel:?} in volume"));
-        }
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        if std::fs::read(&path).is_ok_and(|c| &c == content) {
-            continue;
-        }
-        let tmp = path.with_extension("skiff-tmp");
-        std::fs::write(&tmp, content).map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode)).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
-    }
-    remove_stale(dir, dir, files);
-    Ok(())
-}
-
-fn remove_stale(root: &Path, dir: &Path, files: &Files) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            remove_stale(root, &p, files);
-            let _ = std::fs::remove_dir(&p);
-        } else if let Ok(rel) = p.strip_prefix(root)
-            && !files.contains_key(&*rel.to_string_lossy())
-        {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
+    crate::atomic_writer::write(dir, files)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Materializes every API-backed volume of the pod.
 pub async fn materialize(
     client: &kube::Client,
+    tokens: &TokenManager,
     root_dir: &Path,
     uid: &str,
     pod: &Pod,
@@ -234,7 +235,7 @@ pub async fn materialize(
 ) -> Result<(), String> {
     for v in pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default() {
         if is_api_backed(v) {
-            let f = files(client, pod, v, host_ip).await?;
+            let f = files(client, tokens, pod, v, host_ip).await?;
             write(&volume_dir(root_dir, uid, &v.name), &f)?;
         }
     }
@@ -243,6 +244,8 @@ pub async fn materialize(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -325,8 +325,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let controller_client = client_from(&component_kubeconfigs[0]).await?;
     let token = shutdown.clone();
+    let controller_options = skiff_controllers::Options {
+        root_ca_pem: Some(pki.ca_pem.clone()),
+    };
     tasks.spawn(async move {
-        skiff_controllers::run(controller_client, token)
+        skiff_controllers::run_with_options(controller_client, token, controller_options)
             .await
             .map_err(anyhow::Error::from)
             .context("controller-manager")

@@ -78,10 +78,21 @@ pub async fn start_in(
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .unwrap();
+    let client = kube::Client::try_from(cfg).unwrap();
+    // What the ServiceAccount controller would create; pod admission requires it.
+    create_default_service_account(&client, "default").await;
     TestServer {
-        client: kube::Client::try_from(cfg).unwrap(),
+        client,
         kubeconfig: kc_path,
         shutdown,
         _dir: dir,
     }
+}
+
+/// Creates the `default` ServiceAccount in `ns`, as the ServiceAccount controller
+/// does for every namespace (no controller runs in these tests).
+pub async fn create_default_service_account(client: &kube::Client, ns: &str) {
+    let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+    let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
+    sas.create(&Default::default(), &sa).await.unwrap();
 }

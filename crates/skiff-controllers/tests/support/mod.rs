@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// A running apiserver; stopped on drop.
 pub struct ControlPlane {
     pub client: kube::Client,
+    /// The cluster CA (PEM) the controller manager publishes as `kube-root-ca.crt`.
+    pub ca_pem: String,
     pub shutdown: CancellationToken,
     pub kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -81,8 +83,16 @@ impl ControlPlane {
         tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), ready_tx));
         ready_rx.await.expect("apiserver starts");
         let client = client_from(&kubeconfig).await;
+        // The ServiceAccount controller creates it too; tests that create pods
+        // before starting the controllers rely on it existing.
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "default");
+        let sa = serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("service account");
+        sas.create(&PostParams::default(), &sa)
+            .await
+            .expect("default service account");
         Self {
             client,
+            ca_pem: pki.ca_pem.clone(),
             shutdown,
             kubeconfig,
             _dir: dir,
@@ -99,7 +109,10 @@ impl ControlPlane {
     /// Starts the controller manager alone, until `token` is cancelled.
     pub fn start_controllers(&self, token: CancellationToken) {
         let c = self.client.clone();
-        tokio::spawn(async move { skiff_controllers::run(c, token).await });
+        let options = skiff_controllers::Options {
+            root_ca_pem: Some(self.ca_pem.clone()),
+        };
+        tokio::spawn(async move { skiff_controllers::run_with_options(c, token, options).await });
     }
 
     /// The `holderIdentity` of the controller manager's Lease, if held.

@@ -132,8 +132,15 @@ impl Worker {
             }
         };
         let host_ip = self.shared.node_ip.to_string();
-        if let Err(msg) =
-            crate::volumes::materialize(&self.shared.client, &self.shared.cfg.root_dir, &self.uid, pod, &host_ip).await
+        if let Err(msg) = crate::volumes::materialize(
+            &self.shared.client,
+            &self.shared.tokens,
+            &self.shared.cfg.root_dir,
+            &self.uid,
+            pod,
+            &host_ip,
+        )
+        .await
         {
             self.containers.entry(c.name.clone()).or_default().waiting =
                 Some(("CreateContainerConfigError".into(), msg.clone()));

@@ -51,6 +51,8 @@ pub struct Shared {
     pub(crate) node_ip: IpAddr,
     pub(crate) store: Store<Pod>,
     pub(crate) events: std::sync::Mutex<Aggregator>,
+    /// ServiceAccount tokens of projected volumes.
+    pub(crate) tokens: crate::token::TokenManager,
 }
 
 impl Shared {
@@ -204,6 +206,7 @@ pub async fn run(
         r = store.wait_until_ready() => r.map_err(|e| Error::Io(format!("pod cache: {e}")))?,
     }
     let shared = Arc::new(Shared {
+        tokens: crate::token::TokenManager::new(client.clone()),
         client,
         cri,
         cfg,

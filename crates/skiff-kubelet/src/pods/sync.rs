@@ -341,6 +341,7 @@ impl Worker {
             self.shared.cri.remove_sandbox(&sb.id).await;
         }
         let _ = std::fs::remove_dir_all(self.shared.cfg.root_dir.join("pods").join(&self.uid));
+        self.shared.tokens.forget_pod(&self.uid);
     }
 
     pub(super) async fn run(mut self, notify: Arc<Notify>, shutdown: CancellationToken) {
@@ -390,6 +391,7 @@ impl Worker {
                 let host_ip = self.shared.node_ip.to_string();
                 if let Err(e) = crate::volumes::materialize(
                     &self.shared.client,
+                    &self.shared.tokens,
                     &self.shared.cfg.root_dir,
                     &self.uid,
                     &pod,
