@@ -94,5 +94,10 @@ pub async fn start_in(
 pub async fn create_default_service_account(client: &kube::Client, ns: &str) {
     let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
     let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
-    sas.create(&Default::default(), &sa).await.unwrap();
+    match sas.create(&Default::default(), &sa).await {
+        // Already there, e.g. in a store restored from a snapshot.
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating the default ServiceAccount in {ns}: {e}"),
+    }
 }
