@@ -159,7 +159,8 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
     }
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => {
-            return match app.objects.store().current_revision().await {
+            // Upstream's `etcd` check: the datastore answers a quorum read.
+            return match app.objects.store().health().await {
                 Ok(_) => Ok(text(StatusCode::OK, "ok")),
                 Err(e) => Ok(text(StatusCode::INTERNAL_SERVER_ERROR, &format!("[-]etcd failed: {e}"))),
             };

@@ -194,7 +194,10 @@ async fn a_cluster_round_trips_through_snapshot_and_restore() {
 
     let dir = tempfile::tempdir().unwrap();
     skiff_store::EmbeddedStore::restore(&dir.path().join("db"), &snap).unwrap();
-    let b = support::start_in(dir, |s| s).await;
+    let b = {
+        let store = std::sync::Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+        support::start_with_store(dir, store).await
+    };
     let after = every_object(&b.client).await;
 
     // Every object is back, identical, resourceVersion included — except what the new
@@ -269,7 +272,10 @@ async fn a_full_disk_fails_writes_with_507_and_keeps_reads() {
     }
     let _unmount = Unmount(m.clone());
     let filler = dir.path().join("filler");
-    let server = support::start_in(dir, |s| s).await;
+    let server = {
+        let store = std::sync::Arc::new(skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap());
+        support::start_with_store(dir, store).await
+    };
     let cms = dyn_api(&server.client, "", "v1", "ConfigMap", "configmaps", Some("default"));
     let cm = |name: &str| -> DynamicObject {
         serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})).unwrap()

@@ -1,31 +1,78 @@
-//! Store benchmark: write latency and throughput of the embedded engine, against a
-//! baseline measured in the same run: the same writes committed one redb transaction
-//! at a time (no group commit, no log), i.e. what a naive engine on the same database
-//! would do.
+//! Store benchmark: write throughput and latency of the embedded engine at 1, 16 and
+//! 256 concurrent writers, against two baselines measured in the same run:
+//! - `etcd`: the etcd engine on a single local etcd member (Debian's `/usr/bin/etcd`,
+//!   started by the benchmark on loopback with a temporary data dir, killed at the
+//!   end), i.e. what `--datastore-endpoint` costs on the same machine;
+//! - `baseline`: the same writes committed one redb transaction at a time (no group
+//!   commit, no log), what a naive engine on the same database would do.
 //!
-//! A second comparison runs the same workload on SQLite (through `rusqlite`, WAL
-//! journal, `synchronous=FULL`) with the engine's own design: the same two tables
-//! (live keys with their revisions, and a log of every write), one writer thread
-//! that commits every pending request in one transaction (group commit). It is the
-//! measurement behind choosing redb over SQLite (docs/store.md).
+//! - `sqlite`: the embedded engine's design on SQLite instead of redb (through
+//!   `rusqlite`, bundled SQLite, WAL journal, `synchronous=FULL`): the same two
+//!   tables (live keys with their revisions, and a log of every write) and one writer
+//!   thread that commits every pending write in one transaction (group commit). It is
+//!   the measurement behind choosing redb over SQLite (docs/store.md).
 //!
-//! Usage: `cargo run --release -p skiff-store --example store_bench [-- WRITES WRITERS]`.
-//! Prints one JSON line and a human summary.
+//! Every write is durable before it is acknowledged in all four.
+//!
+//! Usage: `cargo run --release -p skiff-store --example store_bench [-- WRITES]`
+//! (`WRITES` per concurrency level, default 4000; set `SKIFF_BENCH_NO_ETCD=1` to skip
+//! etcd). Prints one JSON line and a human summary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, TableDefinition};
-use skiff_store::{EmbeddedStore, Store};
+use skiff_store::{EmbeddedStore, EtcdConfig, EtcdStore, EtcdTls, Store};
+
+#[path = "../tests/support/etcd.rs"]
+mod etcd_member;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// Concurrency levels measured.
+const WRITERS: [usize; 3] = [1, 16, 256];
+
+/// Loopback ports of the benchmark's etcd.
+static PORTS: etcd_member::Ports = etcd_member::Ports::new(23890, 23900);
+
+/// Throughput (writes/s) and p50/p99 latency (ms) of one run.
+#[derive(Clone, Copy)]
+struct Figures {
+    writes_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Figures {
+    fn of(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
+        latencies.sort();
+        let pct = |p: f64| {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+            latencies[idx].as_secs_f64() * 1000.0
+        };
+        Self {
+            writes_per_s: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+        }
     }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx].as_secs_f64() * 1000.0
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"writes_per_s\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
+            self.writes_per_s, self.p50_ms, self.p99_ms
+        )
+    }
+
+    fn human(&self) -> String {
+        format!(
+            "{:.0} writes/s (p50 {:.2} ms, p99 {:.2} ms)",
+            self.writes_per_s, self.p50_ms, self.p99_ms
+        )
+    }
 }
 
 fn value() -> Vec<u8> {
@@ -33,19 +80,19 @@ fn value() -> Vec<u8> {
     vec![b'x'; 2048]
 }
 
-async fn embedded(writes: usize, writers: usize) -> (f64, f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+/// `writes` creates spread over `writers` tasks; keys are unique per `run`.
+async fn store_writes(store: Arc<dyn Store>, run: &str, writes: usize, writers: usize) -> Figures {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let store = store.clone();
+        let run = run.to_string();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             for i in 0..writes / writers {
                 let t = Instant::now();
                 store
-                    .create(&format!("/registry/pods/ns/w{w}-{i}"), value())
+                    .create(&format!("/registry/pods/{run}/w{w}-{i}"), value())
                     .await
                     .unwrap();
                 lat.push(t.elapsed());
@@ -57,16 +104,10 @@ async fn embedded(writes: usize, writers: usize) -> (f64, f64, f64) {
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    (
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-    )
+    Figures::of(all, started.elapsed())
 }
 
-fn baseline(writes: usize, writers: usize) -> (f64, f64, f64) {
+fn baseline(writes: usize, writers: usize) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::create(dir.path().join("b.redb")).unwrap());
     let started = Instant::now();
@@ -95,13 +136,27 @@ fn baseline(writes: usize, writers: usize) -> (f64, f64, f64) {
     for h in handles {
         all.extend(h.join().unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    (
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
+    Figures::of(all, started.elapsed())
+}
+
+/// A single local etcd member and a store on it (`None` if skipped).
+async fn etcd() -> Option<(etcd_member::Member, Arc<dyn Store>)> {
+    if std::env::var_os("SKIFF_BENCH_NO_ETCD").is_some() {
+        return None;
+    }
+    let member = etcd_member::Member::single(&PORTS);
+    let cfg = EtcdConfig::parse(
+        &format!("etcd://127.0.0.1:{}", member.spec.client_port),
+        EtcdTls::default(),
     )
+    .unwrap();
+    let store = EtcdStore::connect(&cfg).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = store.health().await {
+        assert!(Instant::now() < deadline, "etcd not ready: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some((member, Arc::new(store)))
 }
 
 /// One write for the SQLite writer thread, and where to answer it.
@@ -157,7 +212,8 @@ fn sqlite_writer(path: std::path::PathBuf, rx: std::sync::mpsc::Receiver<SqliteW
     }
 }
 
-async fn sqlite(writes: usize, writers: usize) -> (f64, f64, f64) {
+/// `writes` creates spread over `writers` tasks on the SQLite design.
+async fn sqlite(writes: usize, writers: usize) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<SqliteWrite>();
     let path = dir.path().join("s.sqlite");
@@ -187,47 +243,51 @@ async fn sqlite(writes: usize, writers: usize) -> (f64, f64, f64) {
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     drop(tx);
     writer.join().unwrap();
-    all.sort();
-    (
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-    )
+    Figures::of(all, elapsed)
 }
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let writes = args.first().copied().unwrap_or(4000);
-    let writers = args.get(1).copied().unwrap_or(32);
-    let (e1_tput, e1_p50, e1_p99) = embedded(writes / 4, 1).await;
-    let (b1_tput, b1_p50, b1_p99) = baseline(writes / 4, 1);
-    let (en_tput, en_p50, en_p99) = embedded(writes, writers).await;
-    let (bn_tput, bn_p50, bn_p99) = baseline(writes, writers);
-    let (s1_tput, s1_p50, s1_p99) = sqlite(writes / 4, 1).await;
-    let (sn_tput, sn_p50, sn_p99) = sqlite(writes, writers).await;
+    let writes = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(4000usize);
+    let etcd = etcd().await;
+    let mut json = Vec::new();
+    let mut human = Vec::new();
+    for writers in WRITERS {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let e = store_writes(embedded, "embedded", writes, writers).await;
+        let x = match &etcd {
+            Some((_, store)) => Some(store_writes(store.clone(), &format!("w{writers}"), writes, writers).await),
+            None => None,
+        };
+        let b = baseline(writes, writers);
+        let q = sqlite(writes, writers).await;
+        let etcd_json = x.map_or("null".to_string(), |x| x.json());
+        json.push(format!(
+            "\"{writers}\":{{\"embedded\":{},\"etcd\":{etcd_json},\"baseline\":{},\"sqlite\":{}}}",
+            e.json(),
+            b.json(),
+            q.json()
+        ));
+        human.push(format!(
+            "{writers:>3} writers: embedded {} | etcd {} | baseline {} | sqlite {}",
+            e.human(),
+            x.map_or("skipped".to_string(), |x| x.human()),
+            b.human(),
+            q.human()
+        ));
+    }
     println!(
-        "{{\"bench\":\"store\",\"writes\":{writes},\"writers\":{writers},\
-\"embedded_1_writer\":{{\"writes_per_s\":{e1_tput:.0},\"p50_ms\":{e1_p50:.3},\"p99_ms\":{e1_p99:.3}}},\
-\"baseline_1_writer\":{{\"writes_per_s\":{b1_tput:.0},\"p50_ms\":{b1_p50:.3},\"p99_ms\":{b1_p99:.3}}},\
-\"embedded_concurrent\":{{\"writes_per_s\":{en_tput:.0},\"p50_ms\":{en_p50:.3},\"p99_ms\":{en_p99:.3}}},\
-\"baseline_concurrent\":{{\"writes_per_s\":{bn_tput:.0},\"p50_ms\":{bn_p50:.3},\"p99_ms\":{bn_p99:.3}}},\
-\"sqlite_1_writer\":{{\"writes_per_s\":{s1_tput:.0},\"p50_ms\":{s1_p50:.3},\"p99_ms\":{s1_p99:.3}}},\
-\"sqlite_concurrent\":{{\"writes_per_s\":{sn_tput:.0},\"p50_ms\":{sn_p50:.3},\"p99_ms\":{sn_p99:.3}}}}}"
+        "{{\"bench\":\"store\",\"writes\":{writes},\"value_bytes\":2048,\"writers\":{{{}}}}}",
+        json.join(",")
     );
-    println!(
-        "1 writer:        embedded {e1_tput:.0} writes/s (p50 {e1_p50:.2} ms, p99 {e1_p99:.2} ms) | baseline {b1_tput:.0} writes/s (p50 {b1_p50:.2} ms, p99 {b1_p99:.2} ms)"
-    );
-    println!(
-        "1 writer:        sqlite (WAL, synchronous=FULL, group commit) {s1_tput:.0} writes/s (p50 {s1_p50:.2} ms, p99 {s1_p99:.2} ms)"
-    );
-    println!(
-        "{writers} writers:      sqlite (WAL, synchronous=FULL, group commit) {sn_tput:.0} writes/s (p50 {sn_p50:.2} ms, p99 {sn_p99:.2} ms)"
-    );
-    println!(
-        "{writers} writers:      embedded {en_tput:.0} writes/s (p50 {en_p50:.2} ms, p99 {en_p99:.2} ms) | baseline {bn_tput:.0} writes/s (p50 {bn_p50:.2} ms, p99 {bn_p99:.2} ms)"
-    );
+    for line in human {
+        println!("{line}");
+    }
 }

@@ -13,6 +13,12 @@
 //! successful write (create, update or delete). A key's `create_revision` is the
 //! revision of the write that created it; its `mod_revision` is the revision of the
 //! last write to it, which the apiserver exposes as `metadata.resourceVersion`.
+//!
+//! Two engines implement [`Store`]: [`EmbeddedStore`] (the default, one redb file in
+//! the data dir) and [`EtcdStore`] (an etcd v3 cluster, for control planes of several
+//! servers; its revisions are etcd's, so a fresh etcd starts at revision 1). One
+//! behavioural suite (`tests/support/suite.rs`) and the differential test run against
+//! both.
 #![deny(missing_docs)]
 
 use std::pin::Pin;
@@ -21,10 +27,12 @@ use futures::Stream;
 
 pub mod embedded;
 pub mod encryption;
+pub mod etcd;
 pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
 pub use encryption::EncryptedStore;
+pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 
 /// A store revision (etcd's `revision`). `0` means "no revision" / "latest" where an
 /// argument accepts it.
@@ -148,16 +156,28 @@ pub enum Error {
     /// answers `507 Insufficient Storage`.
     #[error("insufficient storage: {0}")]
     NoSpace(String),
-    /// The underlying engine failed (I/O, corruption, unavailable backend).
+    /// The underlying engine failed (I/O, corruption, a rejected request).
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The datastore cannot be reached or cannot serve the request now: no member of
+    /// the etcd cluster answered within the request timeout, or the cluster has no
+    /// leader (lost quorum). Retrying later may succeed; the apiserver answers `500`
+    /// with this message (as upstream does for etcd failures) and reports it on
+    /// `/readyz` (upstream's etcd readiness check).
+    #[error("datastore unavailable ({endpoints}): {reason}")]
+    Unavailable {
+        /// The endpoints the store was configured with, comma-separated.
+        endpoints: String,
+        /// What failed (timeout, connection refused, no leader, ...).
+        reason: String,
+    },
 }
 
 /// Shorthand for store results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The storage interface the apiserver uses. Implemented by the embedded engine and
-/// (later) the etcd engine; one test suite runs against every implementation.
+/// the etcd engine; one test suite runs against every implementation.
 ///
 /// Every write is durable when its future resolves successfully.
 #[async_trait::async_trait]
@@ -215,5 +235,13 @@ pub trait Store: Send + Sync + 'static {
     /// encrypting apiserver does. Engines return `None`.
     fn at_rest(&self) -> Option<&dyn Store> {
         None
+    }
+
+    /// Checks that the store can serve linearizable requests now (the apiserver's
+    /// `/readyz` `etcd` check). The embedded engine is always healthy while open; the
+    /// etcd engine does a quorum read with a short timeout like upstream's etcd health
+    /// check. Errors: [`Error::Unavailable`] when the datastore cannot answer.
+    async fn health(&self) -> Result<()> {
+        Ok(())
     }
 }

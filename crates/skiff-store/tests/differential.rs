@@ -1,16 +1,27 @@
-//! Differential test: the embedded engine against a plain in-memory model (a
-//! `BTreeMap` of live keys plus the full list of events), for random sequences of
-//! create / update / delete (with and without compare-and-swap), get, list at past
-//! revisions with pagination, compaction, watches from any revision, and reopening
-//! the store.
+//! Differential test: each engine against a plain in-memory model (a `BTreeMap` of
+//! live keys plus the full list of events), for random sequences of create / update /
+//! delete (with and without compare-and-swap), get, list at past revisions with
+//! pagination, compaction, watches from any revision, and reopening the store.
+//!
+//! The embedded engine runs each case on a new data dir. The etcd engine runs every
+//! case on one real etcd member (Debian's `etcd-server`, on loopback): a case starts
+//! by deleting what the previous one left and compacting, and the model starts at
+//! that revision (`base`) with that compacted revision.
 
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use proptest::prelude::*;
 use skiff_store::{
-    EmbeddedStore, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Revision, Store, WatchStream,
+    EmbeddedStore, Error, EtcdConfig, EtcdStore, EtcdTls, Event, EventKind, KeyValue, ListOptions, ListResult,
+    Revision, Store, WatchStream,
 };
+
+mod support;
+
+use support::etcd::{Member, Ports};
+
+static PORTS: Ports = Ports::new(23880, 23890);
 
 const KEYS: [&str; 6] = ["/a/k0", "/a/k1", "/a/k2", "/a/k10", "/b/k0", "/b/k1"];
 const PREFIXES: [&str; 5] = ["", "/a/", "/b/", "/a/k1", "/c/"];
@@ -48,9 +59,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The reference: live keys, every event ever, and the compacted revision.
+/// The reference: live keys, every event since `base`, and the compacted revision.
 #[derive(Default)]
 struct Model {
+    /// The store's revision when the case started.
+    base: Revision,
     live: BTreeMap<String, KeyValue>,
     events: Vec<Event>,
     compacted: Revision,
@@ -58,7 +71,12 @@ struct Model {
 
 impl Model {
     fn revision(&self) -> Revision {
-        self.events.len() as Revision
+        self.base + self.events.len() as Revision
+    }
+
+    /// A revision this fraction (of 255) into the case's history.
+    fn fraction(&self, f: u16) -> Revision {
+        self.base + fraction(self.events.len() as Revision, f)
     }
 
     fn commit(&mut self, kind: EventKind, kv: KeyValue, prev: Option<KeyValue>) -> KeyValue {
@@ -123,7 +141,7 @@ impl Model {
     /// State as of `at`, rebuilt from the start of history.
     fn state_at(&self, at: Revision) -> BTreeMap<String, KeyValue> {
         let mut state = BTreeMap::new();
-        for ev in &self.events[..at as usize] {
+        for ev in &self.events[..(at - self.base) as usize] {
             if ev.kind == EventKind::Deleted {
                 state.remove(&ev.kv.key);
             } else {
@@ -161,7 +179,7 @@ impl Model {
     }
 
     fn watch_events(&self, prefix: &str, after: Revision, upto: Revision) -> Vec<Event> {
-        self.events[after as usize..upto as usize]
+        self.events[(after - self.base) as usize..(upto - self.base) as usize]
             .iter()
             .filter(|ev| ev.kv.key.starts_with(prefix))
             .cloned()
@@ -251,10 +269,58 @@ fn fraction(of: Revision, f: u16) -> Revision {
     of * Revision::from(f) / 255
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Some(EmbeddedStore::open(dir.path()).unwrap());
-    let mut model = Model::default();
+/// What the runner needs from an engine.
+trait Engine {
+    /// The engine's store.
+    type S: Store;
+    /// Opens the store on the engine's data (again, after [`Op::Reopen`]).
+    async fn open(&self) -> Self::S;
+    /// The engine's own view of its compacted revision, where it exposes one.
+    fn compacted(&self, _store: &Self::S) -> Option<Revision> {
+        None
+    }
+    /// Whether dropping the store ends its watches (the embedded engine's do; an
+    /// etcd watch lives on the cluster, not in the store handle).
+    const WATCHES_END_WITH_STORE: bool;
+}
+
+struct Embedded(tempfile::TempDir);
+
+impl Engine for Embedded {
+    type S = EmbeddedStore;
+    async fn open(&self) -> EmbeddedStore {
+        EmbeddedStore::open(self.0.path()).unwrap()
+    }
+    fn compacted(&self, store: &EmbeddedStore) -> Option<Revision> {
+        Some(store.compacted_revision())
+    }
+    const WATCHES_END_WITH_STORE: bool = true;
+}
+
+struct Etcd(EtcdConfig);
+
+impl Engine for Etcd {
+    type S = EtcdStore;
+    async fn open(&self) -> EtcdStore {
+        EtcdStore::connect(&self.0).await.unwrap()
+    }
+    const WATCHES_END_WITH_STORE: bool = false;
+}
+
+async fn run<E: Engine>(engine: &E, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut store = Some(engine.open().await);
+    // Start from an empty keyspace with no history: the model's starting point.
+    let s = store.as_ref().unwrap();
+    for kv in s.list("", ListOptions::default()).await.unwrap().items {
+        s.delete(&kv.key, None).await.unwrap();
+    }
+    let base = s.current_revision().await.unwrap();
+    s.compact(base).await.unwrap();
+    let mut model = Model {
+        base,
+        compacted: base,
+        ..Model::default()
+    };
     let mut watches: Vec<OpenWatch> = Vec::new();
     for op in ops {
         let s = store.as_ref().unwrap();
@@ -289,7 +355,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let revision = match r {
                     0 => None,
                     r if r > 255 => Some(model.revision() + Revision::from(r - 255)),
-                    r => Some(fraction(model.revision(), r)),
+                    r => Some(model.fraction(r)),
                 };
                 let opts = ListOptions {
                     revision,
@@ -308,13 +374,16 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 );
             }
             Op::Compact(f) => {
-                let rev = fraction(model.revision(), u16::from(f));
+                let rev = model.fraction(u16::from(f));
                 s.compact(rev).await.unwrap();
                 model.compacted = model.compacted.max(rev);
-                prop_assert_eq!(s.compacted_revision(), model.compacted);
+                if let Some(c) = engine.compacted(s) {
+                    prop_assert_eq!(c, model.compacted);
+                }
             }
             Op::Watch(p, f) => {
-                let requested = fraction(model.revision(), u16::from(f));
+                let rel = fraction(model.revision() - model.base, u16::from(f));
+                let requested = if rel == 0 { 0 } else { model.base + rel };
                 // `0` means "from now".
                 let after = if requested == 0 { model.revision() } else { requested };
                 match s.watch(PREFIXES[p], requested).await {
@@ -338,12 +407,16 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     check_watch(w, &model).await?;
                 }
                 drop(store.take());
-                for w in watches.drain(..) {
-                    check_watch_ends(w, &model).await?;
+                if E::WATCHES_END_WITH_STORE {
+                    for w in watches.drain(..) {
+                        check_watch_ends(w, &model).await?;
+                    }
                 }
-                let s = EmbeddedStore::open(dir.path()).unwrap();
+                let s = engine.open().await;
                 prop_assert_eq!(s.current_revision().await.unwrap(), model.revision());
-                prop_assert_eq!(s.compacted_revision(), model.compacted);
+                if let Some(c) = engine.compacted(&s) {
+                    prop_assert_eq!(c, model.compacted);
+                }
                 store = Some(s);
             }
         }
@@ -355,8 +428,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         check_watch(w, &model).await?;
     }
     drop(s);
-    for w in watches {
-        check_watch_ends(w, &model).await?;
+    if E::WATCHES_END_WITH_STORE {
+        for w in watches {
+            check_watch_ends(w, &model).await?;
+        }
     }
     Ok(())
 }
@@ -367,6 +442,44 @@ proptest! {
     #[test]
     fn embedded_engine_matches_the_model(ops in prop::collection::vec(op(), 1..80)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(ops))?;
+        rt.block_on(run(&Embedded(tempfile::tempdir().unwrap()), ops))?;
     }
+}
+
+/// The etcd engine against the model: every case on one etcd member, started here
+/// and killed when the test ends (also when it fails).
+#[test]
+fn etcd_engine_matches_the_model() {
+    let member = Member::single(&PORTS);
+    let cfg = EtcdConfig::parse(
+        &format!("etcd://127.0.0.1:{}", member.spec.client_port),
+        EtcdTls::default(),
+    )
+    .unwrap();
+    let engine = Etcd(cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = engine.open().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Err(e) = store.health().await {
+            assert!(std::time::Instant::now() < deadline, "etcd not ready: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let config = ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&prop::collection::vec(op(), 1..80), |ops| {
+        rt.block_on(run(&engine, ops))
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
+    }
+    drop(member);
 }

@@ -27,9 +27,23 @@ pub struct ServerArgs {
     /// Address the API listens on.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
-    /// External datastore, e.g. `etcd://127.0.0.1:2379` (default: embedded store in the data dir).
+    /// External datastore: etcd v3 members, comma-separated, as `etcd://host:port`,
+    /// `http://host:port` or `https://host:port`, e.g.
+    /// `etcd://10.0.0.1:2379,etcd://10.0.0.2:2379` (k3s's flag). Default: the
+    /// embedded store in the data dir. Several servers with `--disable-agent` may
+    /// share one etcd cluster.
     #[arg(long)]
     datastore_endpoint: Option<String>,
+    /// CA certificate (PEM) that signed the etcd members' serving certificates; with
+    /// it, `etcd://` endpoints use TLS.
+    #[arg(long)]
+    datastore_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) presented to etcd.
+    #[arg(long)]
+    datastore_certfile: Option<PathBuf>,
+    /// Key (PEM) of `--datastore-certfile`.
+    #[arg(long)]
+    datastore_keyfile: Option<PathBuf>,
     /// Encrypt stored values as the upstream `EncryptionConfiguration` in this file
     /// says (apiserver.config.k8s.io/v1; providers aesgcm, aescbc, secretbox, identity).
     #[arg(long)]
@@ -218,13 +232,76 @@ async fn shutdown_signal() {
     }
 }
 
+/// The store: etcd when `--datastore-endpoint` is given, else the embedded store in
+/// `DIR/db`.
+async fn open_store(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+    let tls = skiff_store::EtcdTls {
+        ca_file: args.datastore_cafile.clone(),
+        cert_file: args.datastore_certfile.clone(),
+        key_file: args.datastore_keyfile.clone(),
+    };
+    let Some(spec) = &args.datastore_endpoint else {
+        if tls.is_set() {
+            bail!("--datastore-cafile/--datastore-certfile/--datastore-keyfile need --datastore-endpoint");
+        }
+        return Ok(Arc::new(
+            skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?,
+        ));
+    };
+    let config = skiff_store::EtcdConfig::parse(spec, tls).context("--datastore-endpoint")?;
+    let store = skiff_store::EtcdStore::connect(&config)
+        .await
+        .context("connecting to etcd")?;
+    tracing::info!(endpoints = store.endpoints(), "using etcd as the datastore");
+    Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod datastore_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    async fn open(flags: &[&str]) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from(std::iter::once("server").chain(flags.iter().copied())).unwrap();
+        open_store(&cli.args, dir.path()).await
+    }
+
+    #[tokio::test]
+    async fn datastore_flags_choose_the_engine_or_fail_clearly() {
+        // No flag: the embedded store, always healthy.
+        open(&[]).await.unwrap().health().await.unwrap();
+        let err = open(&["--datastore-cafile", "/ca.pem"]).await.err().unwrap();
+        assert!(format!("{err:#}").contains("need --datastore-endpoint"), "{err:#}");
+        let err = open(&["--datastore-endpoint", "mysql://db:3306"]).await.err().unwrap();
+        assert!(format!("{err:#}").contains("unsupported scheme"), "{err:#}");
+        // etcd that nobody serves: the server starts, its store reports it unavailable.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = open(&["--datastore-endpoint", &format!("etcd://127.0.0.1:{port}")])
+            .await
+            .unwrap();
+        match store.health().await {
+            Err(skiff_store::Error::Unavailable { endpoints, .. }) => {
+                assert_eq!(endpoints, format!("http://127.0.0.1:{port}"));
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}
+
 /// Runs `skiff server` until SIGTERM/SIGINT.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    if let Some(ep) = &args.datastore_endpoint {
-        bail!(
-            "--datastore-endpoint {ep}: external etcd is not supported by this build yet; omit the flag to use the embedded store"
-        );
-    }
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let node_name = args.node_name.clone().unwrap_or_else(hostname);
@@ -275,8 +352,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     // Store.
-    let store: Arc<dyn skiff_store::Store> =
-        Arc::new(skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?);
+    let store = open_store(&args, data_dir).await?;
     let store = encrypted_at_rest(store, args.encryption_provider_config.as_deref())?;
 
     // Apiserver.

@@ -1,5 +1,5 @@
 //! The apiserver integration tests' harness: a real apiserver on a free loopback
-//! port with a temporary embedded store, and a `kube` client with an admin
+//! port with a temporary embedded store (or a given one), and a `kube` client with an admin
 //! certificate.
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ impl Drop for TestServer {
     }
 }
 
+#[allow(dead_code)]
 pub async fn start() -> TestServer {
     start_with(|store| store).await
 }
@@ -27,15 +28,16 @@ pub async fn start() -> TestServer {
 /// Like [`start`], with `wrap` put around the embedded store before the apiserver
 /// gets it (e.g. encryption at rest); `wrap` receives the engine itself.
 pub async fn start_with(wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>) -> TestServer {
-    start_in(tempfile::tempdir().unwrap(), wrap).await
+    let dir = tempfile::tempdir().unwrap();
+    let store = wrap(Arc::new(
+        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
+    ));
+    start_with_store(dir, store).await
 }
 
-/// Like [`start_with`], on the store in `dir/db` (created if missing), with a new
-/// PKI in `dir/tls`.
-pub async fn start_in(
-    dir: tempfile::TempDir,
-    wrap: impl FnOnce(Arc<dyn skiff_store::Store>) -> Arc<dyn skiff_store::Store>,
-) -> TestServer {
+/// Starts an apiserver on `store`, keeping its certificates in `dir`.
+#[allow(dead_code)]
+pub async fn start_with_store(dir: tempfile::TempDir, store: Arc<dyn skiff_store::Store>) -> TestServer {
     let pki = Pki::load_or_create(&dir.path().join("tls")).unwrap();
     let serving = pki
         .ensure_cert(
@@ -53,9 +55,6 @@ pub async fn start_in(
         .local_addr()
         .unwrap()
         .port();
-    let store = wrap(Arc::new(
-        skiff_store::EmbeddedStore::open(&dir.path().join("db")).unwrap(),
-    ));
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = skiff_apiserver::Config {
@@ -95,8 +94,8 @@ pub async fn create_default_service_account(client: &kube::Client, ns: &str) {
     let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
     let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
     match sas.create(&Default::default(), &sa).await {
-        // Already there, e.g. in a store restored from a snapshot.
         Ok(_) => {}
+        // Already there, e.g. in a store restored from a snapshot.
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => panic!("creating the default ServiceAccount in {ns}: {e}"),
     }

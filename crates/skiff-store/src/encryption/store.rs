@@ -220,6 +220,10 @@ impl Store for EncryptedStore {
         self.inner.compact(revision).await
     }
 
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+
     fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
         self.stale().get(key) == Some(&mod_revision) || self.inner.is_stale(key, mod_revision)
     }

@@ -1,0 +1,139 @@
+//! The etcd engine against a real single-member etcd (Debian's `etcd-server`) on
+//! loopback: the shared store suite, TLS with client certificates, and the errors a
+//! user sees when etcd is unreachable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skiff_store::{EtcdConfig, EtcdStore, EtcdTls, Store};
+
+mod support;
+
+use support::etcd::{Member, MemberTls, Ports};
+use support::suite::Harness;
+
+/// Ports of this test binary (the cluster test and others use other ranges).
+static PORTS: Ports = Ports::new(23800, 23860);
+
+fn config(spec: &str, tls: EtcdTls) -> EtcdConfig {
+    EtcdConfig::parse(spec, tls).unwrap()
+}
+
+/// A fresh single-member etcd; every opened store is a new client of it.
+async fn harness() -> Harness {
+    let member = tokio::task::spawn_blocking(|| Member::single(&PORTS)).await.unwrap();
+    let cfg = config(
+        &format!("etcd://127.0.0.1:{}", member.spec.client_port),
+        EtcdTls::default(),
+    );
+    let store = EtcdStore::connect(&cfg).await.unwrap();
+    wait_ready(&store).await;
+    Harness {
+        open: Box::new(move || {
+            let cfg = cfg.clone();
+            Box::pin(async move { Arc::new(EtcdStore::connect(&cfg).await.unwrap()) as Arc<dyn Store> })
+        }),
+        _guard: Box::new(member),
+    }
+}
+
+/// Waits until the member has elected itself and serves quorum reads.
+async fn wait_ready(store: &EtcdStore) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.health().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("etcd not ready: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+store_suite!(harness);
+
+#[tokio::test]
+async fn an_unreachable_etcd_fails_requests_quickly_with_unavailable() {
+    // Nothing listens on this port.
+    let port = PORTS.take();
+    let mut cfg = config(&format!("etcd://127.0.0.1:{port}"), EtcdTls::default());
+    cfg.request_timeout = Duration::from_secs(2);
+    let store = EtcdStore::connect(&cfg).await.unwrap();
+    for result in [
+        store.create("/registry/pods/a/b", vec![]).await.map(|_| ()),
+        store.get("/registry/pods/a/b").await.map(|_| ()),
+        store.watch("/registry/", 0).await.map(|_| ()),
+        store.health().await,
+    ] {
+        match result {
+            Err(skiff_store::Error::Unavailable { endpoints, .. }) => {
+                assert_eq!(endpoints, format!("http://127.0.0.1:{port}"));
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_with_client_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "etcd-ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    let (server_cert, server_key) = leaf(
+        "etcd-server",
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf("skiff-apiserver", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    let member_tls = MemberTls {
+        cert: server_cert,
+        key: server_key,
+        client_ca: ca.clone(),
+    };
+    let member = tokio::task::spawn_blocking(move || Member::single_with_tls(&PORTS, Some(member_tls)))
+        .await
+        .unwrap();
+    let endpoint = format!("etcd://127.0.0.1:{}", member.spec.client_port);
+
+    let tls = EtcdTls {
+        ca_file: Some(ca.clone()),
+        cert_file: Some(client_cert),
+        key_file: Some(client_key),
+    };
+    let store = EtcdStore::connect(&config(&endpoint, tls)).await.unwrap();
+    wait_ready(&store).await;
+    let kv = store.create("/registry/secrets/ns/s", b"v".to_vec()).await.unwrap();
+    assert_eq!(store.get("/registry/secrets/ns/s").await.unwrap(), Some(kv));
+
+    // Without a client certificate etcd refuses the connection.
+    let mut cfg = config(
+        &endpoint,
+        EtcdTls {
+            ca_file: Some(ca),
+            ..Default::default()
+        },
+    );
+    cfg.request_timeout = Duration::from_secs(2);
+    let anonymous = EtcdStore::connect(&cfg).await.unwrap();
+    assert!(anonymous.get("/registry/secrets/ns/s").await.is_err());
+}
