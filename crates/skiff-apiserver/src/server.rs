@@ -166,6 +166,7 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
             };
         }
         "/version" | "/version/" => return Ok(rest::json_response(StatusCode::OK, &discovery::version(), &[])),
+        SNAPSHOT_PATH => return snapshot(app, &method).await,
         _ => {}
     }
     if method == Method::GET {
@@ -249,6 +250,41 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
     }
     rest::handle(app, &method, rr, q, &headers, body).await
+}
+
+/// The non-resource path that serves a snapshot of the whole store (`skiff snapshot
+/// save`). Like any non-resource URL it is authorized by RBAC: only subjects whose
+/// roles grant `get` on it (or on `nonResourceURLs: ["*"]`, as `cluster-admin` and
+/// the `system:masters` group have) may read it, since it holds every Secret.
+pub const SNAPSHOT_PATH: &str = "/skiff/snapshot";
+
+/// `GET /skiff/snapshot`: a consistent snapshot of every key, in the file format of
+/// [`skiff_store::snapshot`], taken through the store trait (either engine).
+async fn snapshot(app: &App, method: &Method) -> Result<Response, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!(
+            "only GET is allowed on {SNAPSHOT_PATH} ({method})"
+        )));
+    }
+    let snap = skiff_store::snapshot::Snapshot::take(app.objects.store().as_ref())
+        .await
+        .map_err(|e| match e {
+            skiff_store::snapshot::SnapshotError::Store(e) => ApiError::from(e),
+            e => ApiError::internal(e.to_string()),
+        })?;
+    tracing::info!(revision = snap.revision, keys = snap.items.len(), "snapshot served");
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static("x-skiff-snapshot-revision"),
+                snap.revision.to_string(),
+            ),
+        ],
+        snap.encode(),
+    )
+        .into_response())
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

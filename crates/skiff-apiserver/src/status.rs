@@ -239,6 +239,8 @@ impl From<skiff_store::Error> for ApiError {
                     format!("Too large resource version: {requested}, current: {current}"),
                 )
             },
+            // Upstream has no StatusReason for it; the HTTP code says what it is.
+            skiff_store::Error::NoSpace(m) => Self::new(507, "InsufficientStorage", m),
             other => Self::internal(other.to_string()),
         }
     }
@@ -271,4 +273,21 @@ impl IntoResponse for ApiError {
 /// A success `Status` (e.g. the answer to a binding).
 pub fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_insufficient_storage() {
+        let e = ApiError::from(skiff_store::Error::NoSpace("free disk space and retry".into()));
+        let s = e.to_status();
+        assert_eq!(
+            (s["code"].as_u64(), s["reason"].as_str()),
+            (Some(507), Some("InsufficientStorage"))
+        );
+        assert_eq!(s["message"], "free disk space and retry");
+        assert_eq!(e.into_response().status(), StatusCode::INSUFFICIENT_STORAGE);
+    }
 }

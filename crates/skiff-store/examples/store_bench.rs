@@ -6,7 +6,13 @@
 //! - `baseline`: the same writes committed one redb transaction at a time (no group
 //!   commit, no log), what a naive engine on the same database would do.
 //!
-//! Every write is durable before it is acknowledged in all three.
+//! - `sqlite`: the embedded engine's design on SQLite instead of redb (through
+//!   `rusqlite`, bundled SQLite, WAL journal, `synchronous=FULL`): the same two
+//!   tables (live keys with their revisions, and a log of every write) and one writer
+//!   thread that commits every pending write in one transaction (group commit). It is
+//!   the measurement behind choosing redb over SQLite (docs/store.md).
+//!
+//! Every write is durable before it is acknowledged in all four.
 //!
 //! Usage: `cargo run --release -p skiff-store --example store_bench [-- WRITES]`
 //! (`WRITES` per concurrency level, default 4000; set `SKIFF_BENCH_NO_ETCD=1` to skip
@@ -153,6 +159,96 @@ async fn etcd() -> Option<(etcd_member::Member, Arc<dyn Store>)> {
     Some((member, Arc::new(store)))
 }
 
+/// One write for the SQLite writer thread, and where to answer it.
+struct SqliteWrite {
+    key: String,
+    value: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<i64>,
+}
+
+/// The SQLite writer: drains every pending write into one transaction that inserts
+/// into `current` and `log` (like the embedded engine's tables), commits with
+/// `synchronous=FULL` (fsync of the WAL), then answers each write with its revision.
+fn sqlite_writer(path: std::path::PathBuf, rx: std::sync::mpsc::Receiver<SqliteWrite>) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         CREATE TABLE current (key TEXT PRIMARY KEY, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE log (rev INTEGER PRIMARY KEY, key TEXT NOT NULL, value BLOB NOT NULL);",
+    )
+    .unwrap();
+    let mut rev = 0i64;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let tx = conn.transaction().unwrap();
+        let mut revs = Vec::with_capacity(batch.len());
+        {
+            let mut exists = tx.prepare_cached("SELECT 1 FROM current WHERE key = ?1").unwrap();
+            let mut cur = tx
+                .prepare_cached("INSERT INTO current (key, create_rev, mod_rev, value) VALUES (?1, ?2, ?2, ?3)")
+                .unwrap();
+            let mut log = tx
+                .prepare_cached("INSERT INTO log (rev, key, value) VALUES (?1, ?2, ?3)")
+                .unwrap();
+            for w in &batch {
+                // Create-if-absent, as `Store::create`.
+                assert!(!exists.exists([&w.key]).unwrap());
+                rev += 1;
+                cur.execute(rusqlite::params![w.key, rev, w.value]).unwrap();
+                log.execute(rusqlite::params![rev, w.key, w.value]).unwrap();
+                revs.push(rev);
+            }
+        }
+        tx.commit().unwrap();
+        for (w, r) in batch.into_iter().zip(revs) {
+            let _ = w.done.send(r);
+        }
+    }
+}
+
+/// `writes` creates spread over `writers` tasks on the SQLite design.
+async fn sqlite(writes: usize, writers: usize) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<SqliteWrite>();
+    let path = dir.path().join("s.sqlite");
+    let writer = std::thread::spawn(move || sqlite_writer(path, rx));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for i in 0..writes / writers {
+                let t = Instant::now();
+                let (done, answer) = tokio::sync::oneshot::channel();
+                tx.send(SqliteWrite {
+                    key: format!("/registry/pods/ns/w{w}-{i}"),
+                    value: value(),
+                    done,
+                })
+                .unwrap();
+                answer.await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    drop(tx);
+    writer.join().unwrap();
+    Figures::of(all, elapsed)
+}
+
 #[tokio::main]
 async fn main() {
     let writes = std::env::args()
@@ -171,17 +267,20 @@ async fn main() {
             None => None,
         };
         let b = baseline(writes, writers);
+        let q = sqlite(writes, writers).await;
         let etcd_json = x.map_or("null".to_string(), |x| x.json());
         json.push(format!(
-            "\"{writers}\":{{\"embedded\":{},\"etcd\":{etcd_json},\"baseline\":{}}}",
+            "\"{writers}\":{{\"embedded\":{},\"etcd\":{etcd_json},\"baseline\":{},\"sqlite\":{}}}",
             e.json(),
-            b.json()
+            b.json(),
+            q.json()
         ));
         human.push(format!(
-            "{writers:>3} writers: embedded {} | etcd {} | baseline {}",
+            "{writers:>3} writers: embedded {} | etcd {} | baseline {} | sqlite {}",
             e.human(),
             x.map_or("skipped".to_string(), |x| x.human()),
-            b.human()
+            b.human(),
+            q.human()
         ));
     }
     println!(

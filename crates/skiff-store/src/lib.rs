@@ -28,6 +28,7 @@ use futures::Stream;
 pub mod embedded;
 pub mod encryption;
 pub mod etcd;
+pub mod snapshot;
 
 pub use embedded::EmbeddedStore;
 pub use encryption::EncryptedStore;
@@ -150,6 +151,11 @@ pub enum Error {
         /// The current revision.
         current: Revision,
     },
+    /// The disk holding the store is full: the write was refused and nothing changed.
+    /// Reads keep working; writes succeed again once space is freed. The apiserver
+    /// answers `507 Insufficient Storage`.
+    #[error("insufficient storage: {0}")]
+    NoSpace(String),
     /// The underlying engine failed (I/O, corruption, a rejected request).
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -220,6 +226,15 @@ pub trait Store: Send + Sync + 'static {
     fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
         let _ = (key, mod_revision);
         false
+    }
+
+    /// The store whose values are as they rest on disk, if it is not this one: a
+    /// wrapper that transforms values (the [`EncryptedStore`]) returns the store it
+    /// wraps, so that a snapshot ([`snapshot::Snapshot::take`]) holds what is at
+    /// rest — encrypted Secrets stay encrypted in backups, as an etcd snapshot of an
+    /// encrypting apiserver does. Engines return `None`.
+    fn at_rest(&self) -> Option<&dyn Store> {
+        None
     }
 
     /// Checks that the store can serve linearizable requests now (the apiserver's

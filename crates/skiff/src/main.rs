@@ -3,8 +3,10 @@
 //! `skiff server` runs the control plane (apiserver, scheduler, controller-manager)
 //! and, unless `--disable-agent`, a local node agent (kubelet on containerd);
 //! `skiff hollow` runs simulated nodes for scale tests.
+//! `skiff snapshot save|restore` backs the cluster state up and brings it back.
 
 mod server;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,8 @@ enum Command {
     Server(Box<server::ServerArgs>),
     /// Run N simulated nodes (no containers) against a cluster, for scale tests.
     Hollow(Box<skiff_hollow::cli::HollowArgs>),
+    /// Save a running cluster's state to a file, or restore one into a data dir.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => rt.block_on(server::run(*args)),
         Command::Hollow(args) => rt.block_on(skiff_hollow::cli::run(*args)).map_err(anyhow::Error::from),
+        Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

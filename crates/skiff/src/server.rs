@@ -95,6 +95,40 @@ pub struct ServerArgs {
     /// Registry mirror for docker.io and registry.k8s.io (empty to disable).
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     registry_mirror: String,
+    /// Cron schedule of automatic snapshots (5 fields, local time), as k3s's
+    /// `--etcd-snapshot-schedule-cron`; on by default.
+    #[arg(long, default_value = "0 */12 * * *")]
+    snapshot_schedule: String,
+    /// Number of scheduled snapshots to keep (the oldest are deleted).
+    #[arg(long, default_value_t = 5)]
+    snapshot_retention: usize,
+    /// Directory of scheduled snapshots (default: DATA_DIR/snapshots).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
+    /// Do not take scheduled snapshots.
+    #[arg(long)]
+    disable_snapshots: bool,
+}
+
+/// The scheduled-snapshot settings, validated (`None` with `--disable-snapshots`).
+fn snapshot_schedule(args: &ServerArgs, node_name: &str) -> anyhow::Result<Option<crate::snapshot::ScheduleConfig>> {
+    if args.disable_snapshots {
+        return Ok(None);
+    }
+    let schedule = skiff_controllers::cron::Schedule::parse(&args.snapshot_schedule)
+        .map_err(|e| anyhow::anyhow!("--snapshot-schedule: {e}"))?;
+    if args.snapshot_retention == 0 {
+        bail!("--snapshot-retention must be at least 1 (use --disable-snapshots to turn scheduled snapshots off)");
+    }
+    Ok(Some(crate::snapshot::ScheduleConfig {
+        schedule,
+        dir: args
+            .snapshot_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("snapshots")),
+        retention: args.snapshot_retention,
+        node_name: node_name.to_string(),
+    }))
 }
 
 /// The Service ranges from `--service-cluster-ip-range` and `--service-node-port-range`.
@@ -181,7 +215,8 @@ fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
     Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
 }
 
-async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
+/// A client from a kubeconfig file.
+pub(crate) async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
     Ok(kube::Client::try_from(cfg)?)
@@ -275,6 +310,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .or_else(detect_node_ip)
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = args.https_listen_port;
+    let snapshots = snapshot_schedule(&args, &node_name)?;
 
     // PKI.
     let tls_dir = data_dir.join("tls");
@@ -340,7 +376,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let apiserver_shutdown = CancellationToken::new();
     let mut apiserver = tokio::spawn(skiff_apiserver::run(
         config,
-        store,
+        store.clone(),
         apiserver_shutdown.clone(),
         ready_tx,
     ));
@@ -354,6 +390,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     // Components, each an API client with its own identity.
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(cfg) = snapshots {
+        tracing::info!(schedule = %args.snapshot_schedule, dir = %cfg.dir.display(), retention = cfg.retention, "scheduled snapshots");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            crate::snapshot::run_schedule(store, cfg, token.clone()).await;
+            token.cancelled().await;
+            Ok(())
+        });
+    }
     let controller_client = client_from(&component_kubeconfigs[0]).await?;
     let token = shutdown.clone();
     let controller_options = skiff_controllers::Options {

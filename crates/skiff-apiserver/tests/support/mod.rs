@@ -90,7 +90,7 @@ pub async fn start_with_store(dir: tempfile::TempDir, store: Arc<dyn skiff_store
 
 /// Creates the `default` ServiceAccount in `ns`, as the ServiceAccount controller
 /// does for every namespace (no controller runs in these tests). Already there is
-/// fine: apiservers sharing one store (etcd) each make sure of it.
+/// fine: apiservers sharing one store (etcd), or a store restored from a snapshot.
 pub async fn create_default_service_account(client: &kube::Client, ns: &str) {
     let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
     let sa = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();

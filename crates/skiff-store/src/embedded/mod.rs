@@ -38,6 +38,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::{Error, Event, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream};
 use writer::{Op, Request};
 
@@ -89,23 +90,104 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn open_database(path: &Path) -> Result<Database> {
-    let db = Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => Error::Backend(format!(
-            "store database {} is already open (is another skiff server using this data dir?)",
-            path.display()
-        )),
-        e => Error::Backend(format!(
-            "cannot open store database {}: {e}; if the file is damaged, restore the data dir from \
-             a backup, or move the file aside to start with an empty cluster",
-            path.display()
-        )),
-    })?;
+/// The recovery advice printed when the database file is unusable. The store
+/// directory is `<data-dir>/db` for `skiff server`, which is what
+/// `skiff snapshot restore --data-dir` recreates.
+fn recovery_hint(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let data_dir = dir.parent().unwrap_or(Path::new("."));
+    format!(
+        "nothing was changed. To recover, move {} aside and restore the latest snapshot: \
+         `skiff snapshot restore FILE --data-dir {}` (scheduled snapshots are kept in {}/snapshots)",
+        dir.display(),
+        data_dir.display(),
+        data_dir.display()
+    )
+}
+
+fn init_tables(db: &Database) -> Result<()> {
     let tx = db.begin_write().map_err(backend)?;
     tx.open_table(CURRENT).map_err(backend)?;
     tx.open_table(LOG).map_err(backend)?;
     tx.open_table(META).map_err(backend)?;
-    tx.commit().map_err(backend)?;
+    tx.commit().map_err(backend)
+}
+
+/// Creates a new database at `path` atomically: built under a temporary name, then
+/// renamed into place, so a file at `path` is always a complete database (a crash
+/// during creation leaves no half-made file that a later start would mistake for an
+/// empty cluster). `fill` runs on the new database before the rename.
+fn create_database(path: &Path, fill: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension("redb.new");
+    let _ = std::fs::remove_file(&tmp);
+    let made = (|| -> Result<()> {
+        let db = Database::create(&tmp).map_err(backend)?;
+        init_tables(&db)?;
+        fill(&db)?;
+        drop(db);
+        std::fs::rename(&tmp, path).map_err(backend)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(backend)?;
+        }
+        Ok(())
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    made.map_err(|e| Error::Backend(format!("creating store database {}: {e}", path.display())))
+}
+
+fn open_database(path: &Path) -> Result<Database> {
+    if !path.exists() {
+        create_database(path, |_| Ok(()))?;
+    }
+    let damaged = |e: &dyn std::fmt::Display| {
+        Error::Backend(format!(
+            "store database {} is damaged or truncated ({e}); {}",
+            path.display(),
+            recovery_hint(path)
+        ))
+    };
+    // redb panics on some kinds of damage instead of returning an error: treat a
+    // panic while opening and verifying the file as damage too.
+    let opened = std::panic::catch_unwind(|| -> Result<Database> {
+        let mut db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Backend(format!(
+                "store database {} is already open (is another skiff server using this data dir?)",
+                path.display()
+            )),
+            e => damaged(&e),
+        })?;
+        // Verify every page's checksum now rather than fail requests later (and
+        // repair what an unclean shutdown left, which redb does by rolling back to
+        // the last complete commit).
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(path = %path.display(), "store database was repaired after an unclean shutdown")
+            }
+            Err(e) => return Err(damaged(&e)),
+        }
+        Ok(db)
+    });
+    let db = match opened {
+        Ok(r) => r?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the database reader panicked".into());
+            return Err(damaged(&what));
+        }
+    };
+    {
+        let tx = redb::ReadableDatabase::begin_read(&db).map_err(|e| damaged(&e))?;
+        tx.open_table(CURRENT).map_err(|e| damaged(&e))?;
+        tx.open_table(LOG).map_err(|e| damaged(&e))?;
+        let meta = tx.open_table(META).map_err(|e| damaged(&e))?;
+        revisions_in(&meta).map_err(|e| damaged(&e))?;
+    }
     Ok(db)
 }
 
@@ -136,10 +218,10 @@ impl EmbeddedStore {
         };
         let (revision, compacted) = (published.revision.clone(), published.compacted.clone());
         let (tx, rx) = std_mpsc::channel::<Request>();
-        let w = db.clone();
+        let (w, wpath) = (db.clone(), path.clone());
         let writer_thread = std::thread::Builder::new()
             .name("skiff-store-writer".into())
-            .spawn(move || writer::run(&w, rx, &published))
+            .spawn(move || writer::run(&w, &wpath, rx, &published))
             .map_err(|e| Error::Backend(format!("starting the store writer thread: {e}")))?;
         Ok(Self {
             db,
@@ -150,6 +232,48 @@ impl EmbeddedStore {
             revision,
             compacted,
         })
+    }
+
+    /// Restores `snapshot` into a new store in directory `dir` (created if missing),
+    /// for `skiff snapshot restore`. Every key keeps its value, `create_revision` and
+    /// `mod_revision`; the store's revision is the snapshot's, so the next write gets
+    /// the one after it. History before the snapshot is not in it, so the store
+    /// starts compacted at the snapshot's revision: lists at older revisions and
+    /// watches from them fail with [`Error::Compacted`] (`410 Gone`; clients re-list),
+    /// while a watch from the snapshot's revision itself works.
+    ///
+    /// The database is built under a temporary name and renamed into place, so an
+    /// interrupted restore leaves no database behind.
+    ///
+    /// Errors: [`SnapshotError::TargetNotEmpty`] if `dir` exists and holds anything;
+    /// [`SnapshotError::Store`] if writing the database fails.
+    pub fn restore(dir: &Path, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+        if let Ok(mut entries) = std::fs::read_dir(dir)
+            && entries.next().is_some()
+        {
+            return Err(SnapshotError::TargetNotEmpty(dir.display().to_string()));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        create_database(&dir.join(DATABASE_FILE), |db| {
+            let tx = db.begin_write().map_err(backend)?;
+            {
+                let mut current = tx.open_table(CURRENT).map_err(backend)?;
+                for kv in &snapshot.items {
+                    current
+                        .insert(kv.key.as_str(), codec::encode_current(kv).as_slice())
+                        .map_err(backend)?;
+                }
+                let mut meta = tx.open_table(META).map_err(backend)?;
+                let rev = snapshot.revision.max(0) as u64;
+                meta.insert(META_REVISION, rev).map_err(backend)?;
+                meta.insert(META_COMPACTED, rev).map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })?;
+        Ok(())
     }
 
     /// Path of the database file.

@@ -9,6 +9,7 @@
 //! transaction and fails every request of the batch, so nothing half-applied is ever
 //! committed.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -62,8 +63,54 @@ pub(super) struct Published {
     pub(super) compacted: Arc<AtomicI64>,
 }
 
+/// Free space always left on the store's filesystem: a batch that would leave less
+/// is refused with [`Error::NoSpace`] before redb writes anything.
+pub(super) const RESERVED_SPACE: u64 = 4 << 20;
+/// Pages a single write may copy (B-tree path of two tables plus the meta table).
+const PER_OP_SPACE: u64 = 32 << 10;
+
+/// Bytes of free space the batch `ops` needs, reserve included.
+fn space_needed(ops: &[Op]) -> u64 {
+    let payload: u64 = ops
+        .iter()
+        .map(|op| match op {
+            Op::Create { key, value } | Op::Update { key, value, .. } => (key.len() + value.len()) as u64,
+            Op::Delete { key, .. } => key.len() as u64,
+            Op::Compact { .. } => 0,
+        })
+        .sum();
+    RESERVED_SPACE + 3 * payload + PER_OP_SPACE * ops.len() as u64
+}
+
+/// Checks that the filesystem holding `path` has room for the batch.
+///
+/// redb treats a failed write as fatal for the open database (every later read
+/// fails too, until it is reopened), so running out of space must be caught before
+/// the transaction, not by its error: with the check, writes fail with
+/// [`Error::NoSpace`] while reads keep working, and writes resume once space is freed.
+fn check_space(path: &Path, ops: &[Op]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let Ok(st) = rustix::fs::statvfs(dir) else {
+        // Unknown: let the write try.
+        return Ok(());
+    };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let needed = space_needed(ops);
+    if free < needed {
+        return Err(Error::NoSpace(format!(
+            "the filesystem holding {} has {} KiB free and this write needs {} KiB (including a {} MiB reserve); \
+             free disk space and retry: writes resume by themselves, reads keep working",
+            path.display(),
+            free >> 10,
+            needed >> 10,
+            RESERVED_SPACE >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Runs until every sender of `rx` is dropped.
-pub(super) fn run(db: &Database, rx: std_mpsc::Receiver<Request>, out: &Published) {
+pub(super) fn run(db: &Database, path: &Path, rx: std_mpsc::Receiver<Request>, out: &Published) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first.op];
         let mut replies = vec![first.reply];
@@ -76,7 +123,8 @@ pub(super) fn run(db: &Database, rx: std_mpsc::Receiver<Request>, out: &Publishe
                 Err(_) => break,
             }
         }
-        match commit_batch(db, ops) {
+        let outcome = check_space(path, &ops).and_then(|()| commit_batch(db, ops));
+        match outcome {
             Ok(committed) => {
                 // Revision first: a watcher that subscribed to the broadcast and then
                 // read the revision either sees this commit's revision or receives its
@@ -92,14 +140,38 @@ pub(super) fn run(db: &Database, rx: std_mpsc::Receiver<Request>, out: &Publishe
                     let _ = reply.send(result);
                 }
             }
+            Err(Error::NoSpace(msg)) => {
+                tracing::warn!(error = %msg, "store write refused: disk full");
+                for reply in replies {
+                    let _ = reply.send(Err(Error::NoSpace(msg.clone())));
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
                 let msg = e.to_string();
                 for reply in replies {
-                    let _ = reply.send(Err(Error::Backend(msg.clone())));
+                    let _ = reply.send(Err(classify(&msg)));
                 }
             }
         }
+    }
+}
+
+/// The error for a failed commit: running out of space that the pre-check did not
+/// foresee (another process filled the disk meanwhile) is [`Error::NoSpace`]; redb
+/// then refuses the open database until it is reopened, which the message says.
+fn classify(msg: &str) -> Error {
+    if msg.contains("No space left on device") || msg.contains("os error 28") {
+        Error::NoSpace(format!(
+            "{msg}; the disk filled up during a commit, which the store cannot recover from while running: \
+             free disk space and restart skiff server (acknowledged writes are safe)"
+        ))
+    } else if msg.contains("Previous I/O error") {
+        Error::Backend(format!(
+            "{msg}; an earlier write failed, so the store stopped: restart skiff server (acknowledged writes are safe)"
+        ))
+    } else {
+        Error::Backend(msg.to_string())
     }
 }
 

@@ -227,4 +227,8 @@ impl Store for EncryptedStore {
     fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
         self.stale().get(key) == Some(&mod_revision) || self.inner.is_stale(key, mod_revision)
     }
+
+    fn at_rest(&self) -> Option<&dyn Store> {
+        Some(self.inner.at_rest().unwrap_or(self.inner.as_ref()))
+    }
 }
