@@ -14,6 +14,15 @@
 //!
 //! Every write is durable before it is acknowledged in all four.
 //!
+//! Then reads, for the embedded engine and etcd (the two engines `skiff server` can
+//! use), on `WRITES` keys of the same size:
+//! - `list`: the whole prefix listed in pages of 500 keys at one revision, as the
+//!   apiserver serves a paginated list: keys/s and the time of one full list (p50);
+//! - `watch_replay`: one watch from before the first key, replaying the history: events/s;
+//! - `watch_fanout`: 64 watchers on one prefix while 16 writers create `WRITES / 4`
+//!   keys: events delivered per second over all watchers, until the last watcher has
+//!   seen every event.
+//!
 //! Usage: `cargo run --release -p skiff-store --example store_bench [-- WRITES]`
 //! (`WRITES` per concurrency level, default 4000; set `SKIFF_BENCH_NO_ETCD=1` to skip
 //! etcd). Prints one JSON line and a human summary.
@@ -249,6 +258,123 @@ async fn sqlite(writes: usize, writers: usize) -> Figures {
     Figures::of(all, elapsed)
 }
 
+/// Read-side figures of one engine.
+struct Reads {
+    list_keys_per_s: f64,
+    list_p50_ms: f64,
+    replay_events_per_s: f64,
+    fanout_events_per_s: f64,
+}
+
+impl Reads {
+    fn json(&self) -> String {
+        format!(
+            "{{\"list_keys_per_s\":{:.0},\"list_p50_ms\":{:.3},\"watch_replay_events_per_s\":{:.0},\"watch_fanout_events_per_s\":{:.0}}}",
+            self.list_keys_per_s, self.list_p50_ms, self.replay_events_per_s, self.fanout_events_per_s
+        )
+    }
+
+    fn human(&self) -> String {
+        format!(
+            "list {:.0} keys/s (full list p50 {:.1} ms), watch replay {:.0} events/s, fan-out to 64 watchers {:.0} events/s",
+            self.list_keys_per_s, self.list_p50_ms, self.replay_events_per_s, self.fanout_events_per_s
+        )
+    }
+}
+
+/// Number of watchers of the fan-out measurement.
+const FANOUT_WATCHERS: usize = 64;
+
+/// Creates `n` keys under `prefix` with 16 writers (not measured).
+async fn preload(store: &Arc<dyn Store>, prefix: &str, n: usize) {
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let store = store.clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(16) {
+                store.create(&format!("{prefix}{i:08}"), value()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Counts `n` events of a watch.
+async fn drain(mut watch: skiff_store::WatchStream, n: usize) {
+    use futures::StreamExt;
+    for _ in 0..n {
+        watch.next().await.expect("watch ended").expect("watch failed");
+    }
+}
+
+/// List and watch throughput on `n` keys (see the module docs).
+async fn reads(store: Arc<dyn Store>, run: &str, n: usize) -> Reads {
+    let prefix = format!("/registry/configmaps/{run}/");
+    // A first write outside the prefix, so that `before` is a real revision (a watch
+    // from revision 0 would start at the current one and replay nothing).
+    store
+        .create(&format!("/registry/namespaces/{run}"), value())
+        .await
+        .unwrap();
+    let before = store.current_revision().await.unwrap();
+    preload(&store, &prefix, n).await;
+
+    // Full paginated lists at one revision.
+    let mut times = Vec::new();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut opts = skiff_store::ListOptions {
+            limit: Some(500),
+            ..Default::default()
+        };
+        let mut seen = 0;
+        loop {
+            let page = store.list(&prefix, opts.clone()).await.unwrap();
+            seen += page.items.len();
+            if page.remaining == 0 {
+                break;
+            }
+            opts.revision = Some(page.revision);
+            opts.start_after = page.items.last().map(|kv| kv.key.clone());
+        }
+        assert_eq!(seen, n);
+        times.push(t.elapsed());
+    }
+    let list = Figures::of(times, started.elapsed());
+
+    // One watch replaying the history of the prefix.
+    let t = Instant::now();
+    drain(store.watch(&prefix, before).await.unwrap(), n).await;
+    let replay_events_per_s = n as f64 / t.elapsed().as_secs_f64();
+
+    // Live fan-out: watchers first, then the writes.
+    let live = format!("/registry/events/{run}/");
+    let m = n / 4;
+    let from = store.current_revision().await.unwrap();
+    let mut watchers = Vec::new();
+    for _ in 0..FANOUT_WATCHERS {
+        let watch = store.watch(&live, from).await.unwrap();
+        watchers.push(tokio::spawn(drain(watch, m)));
+    }
+    let t = Instant::now();
+    preload(&store, &live, m).await;
+    for w in watchers {
+        w.await.unwrap();
+    }
+    let fanout_events_per_s = (m * FANOUT_WATCHERS) as f64 / t.elapsed().as_secs_f64();
+
+    Reads {
+        list_keys_per_s: n as f64 * list.writes_per_s,
+        list_p50_ms: list.p50_ms,
+        replay_events_per_s,
+        fanout_events_per_s,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let writes = std::env::args()
@@ -283,11 +409,25 @@ async fn main() {
             q.human()
         ));
     }
+    let dir = tempfile::tempdir().unwrap();
+    let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let e = reads(embedded, "embedded", writes).await;
+    let x = match &etcd {
+        Some((_, store)) => Some(reads(store.clone(), "reads", writes).await),
+        None => None,
+    };
     println!(
-        "{{\"bench\":\"store\",\"writes\":{writes},\"value_bytes\":2048,\"writers\":{{{}}}}}",
-        json.join(",")
+        "{{\"bench\":\"store\",\"writes\":{writes},\"value_bytes\":2048,\"writers\":{{{}}},\"reads\":{{\"embedded\":{},\"etcd\":{}}}}}",
+        json.join(","),
+        e.json(),
+        x.as_ref().map_or("null".to_string(), Reads::json)
     );
     for line in human {
         println!("{line}");
     }
+    println!("reads, {writes} keys: embedded {}", e.human());
+    println!(
+        "reads, {writes} keys: etcd     {}",
+        x.as_ref().map_or("skipped".to_string(), Reads::human)
+    );
 }
