@@ -205,7 +205,11 @@ fn settled_pods(kubeconfig: &Path, port: u16, count: usize, seen: &Mutex<BTreeSe
     eventually(&format!("{count} pods"), Duration::from_secs(60), || {
         let names = kubectl_ok(kubeconfig, port, &["get", "pods", "-l", "app=web", "-o", "name"]);
         let n = names.lines().count();
-        if n == count { Ok(()) } else { Err(format!("{n} pods: {names}")) }
+        if n == count {
+            Ok(())
+        } else {
+            Err(format!("{n} pods: {names}"))
+        }
     });
     // Give a second, misbehaving controller-manager time to act.
     std::thread::sleep(Duration::from_secs(4));
@@ -287,7 +291,10 @@ async fn servers_sharing_etcd_form_one_control_plane() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "system:serviceaccount:default:default");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "system:serviceaccount:default:default"
+    );
 
     // A Deployment of 3 created through A gets exactly 3 Pods, never more: one
     // controller-manager acts at a time.
@@ -308,7 +315,14 @@ async fn servers_sharing_etcd_form_one_control_plane() {
     let pending = kubectl_ok(
         &b.kubeconfig(),
         b.port,
-        &["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.phase}"],
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ],
     );
     assert_eq!(pending.split_whitespace().collect::<Vec<_>>(), ["Pending"; 5]);
 
@@ -324,7 +338,11 @@ async fn servers_sharing_etcd_form_one_control_plane() {
     }
 
     // B still serves.
-    let cms = kubectl_ok(&b.kubeconfig(), b.port, &["get", "configmap", "through-a", "-o", "name"]);
+    let cms = kubectl_ok(
+        &b.kubeconfig(),
+        b.port,
+        &["get", "configmap", "through-a", "-o", "name"],
+    );
     assert_eq!(cms.trim(), "configmap/through-a");
     b.stop();
     drop(member);

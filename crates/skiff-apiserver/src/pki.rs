@@ -375,7 +375,9 @@ mod tests {
             pb.ensure_service_account_key().unwrap()
         );
         // A leaf issued in one dir verifies against the CA the other dir serves with.
-        let leaf = pa.ensure_cert("admin", "system:admin", &["system:masters"], &[]).unwrap();
+        let leaf = pa
+            .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+            .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(rustls_pki_types::CertificateDer::from_pem_slice(pb.ca_pem.as_bytes()).unwrap())

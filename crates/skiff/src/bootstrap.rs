@@ -125,7 +125,9 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("source", &self.source).finish_non_exhaustive()
+        f.debug_struct("Token")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,7 +186,13 @@ fn aad() -> String {
 
 fn derive_key(token: &str, salt: &[u8], iterations: NonZeroU32) -> LessSafeKey {
     let mut key = [0u8; 32];
-    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, token.as_bytes(), &mut key);
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        token.as_bytes(),
+        &mut key,
+    );
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte AES-256 key"))
 }
 
@@ -348,10 +356,7 @@ pub async fn reconcile(
     signers.validate()?;
     let (token, generated_token) = match token {
         Some(t) => (t, false),
-        None => (
-            Token::new(&generate_token()?, token_file.display().to_string())?,
-            true,
-        ),
+        None => (Token::new(&generate_token()?, token_file.display().to_string())?, true),
     };
     // The token is on disk before the record exists, so a create that timed out after
     // etcd applied it can be retried with the same token.
@@ -416,8 +421,14 @@ mod tests {
             open(&serde_json::to_vec(&v).unwrap(), &token("s3cret")),
             Err(BootstrapError::WrongToken { .. })
         ));
-        assert!(matches!(open(b"{}", &token("s3cret")), Err(BootstrapError::Malformed(_))));
-        assert!(matches!(Token::new(" \n", "--token"), Err(BootstrapError::EmptyToken(_))));
+        assert!(matches!(
+            open(b"{}", &token("s3cret")),
+            Err(BootstrapError::Malformed(_))
+        ));
+        assert!(matches!(
+            Token::new(" \n", "--token"),
+            Err(BootstrapError::EmptyToken(_))
+        ));
         assert_eq!(generate_token().unwrap().len(), 48);
     }
 
@@ -453,7 +464,9 @@ mod tests {
         let err = reconcile(&*store, b.path(), None, ROUNDS).await.unwrap_err();
         assert!(matches!(err, BootstrapError::TokenRequired), "{err}");
         assert!(err.to_string().contains("--token"), "{err}");
-        let err = reconcile(&*store, b.path(), Some(token("nope")), ROUNDS).await.unwrap_err();
+        let err = reconcile(&*store, b.path(), Some(token("nope")), ROUNDS)
+            .await
+            .unwrap_err();
         assert!(matches!(err, BootstrapError::WrongToken { .. }), "{err}");
         assert!(std::fs::read_dir(b.path()).unwrap().next().is_none());
 
@@ -469,10 +482,18 @@ mod tests {
         }
 
         // A data dir with its own CA is refused, untouched.
-        ClusterSigners::generate().unwrap().write_to(&c.path().join("tls")).unwrap();
+        ClusterSigners::generate()
+            .unwrap()
+            .write_to(&c.path().join("tls"))
+            .unwrap();
         let before = std::fs::read(c.path().join("tls/ca.crt")).unwrap();
-        let err = reconcile(&*store, c.path(), Some(token(&tok)), ROUNDS).await.unwrap_err();
-        assert!(matches!(err, BootstrapError::LocalMismatch { file: "ca.crt", .. }), "{err}");
+        let err = reconcile(&*store, c.path(), Some(token(&tok)), ROUNDS)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BootstrapError::LocalMismatch { file: "ca.crt", .. }),
+            "{err}"
+        );
         assert_eq!(std::fs::read(c.path().join("tls/ca.crt")).unwrap(), before);
     }
 
@@ -504,7 +525,11 @@ mod tests {
             }
             self.inner.get(key).await
         }
-        async fn list(&self, prefix: &str, opts: skiff_store::ListOptions) -> skiff_store::Result<skiff_store::ListResult> {
+        async fn list(
+            &self,
+            prefix: &str,
+            opts: skiff_store::ListOptions,
+        ) -> skiff_store::Result<skiff_store::ListResult> {
             self.inner.list(prefix, opts).await
         }
         async fn create(&self, key: &str, value: Vec<u8>) -> skiff_store::Result<skiff_store::KeyValue> {
@@ -525,7 +550,11 @@ mod tests {
         ) -> skiff_store::Result<skiff_store::KeyValue> {
             self.inner.delete(key, expected).await
         }
-        async fn watch(&self, prefix: &str, after: skiff_store::Revision) -> skiff_store::Result<skiff_store::WatchStream> {
+        async fn watch(
+            &self,
+            prefix: &str,
+            after: skiff_store::Revision,
+        ) -> skiff_store::Result<skiff_store::WatchStream> {
             self.inner.watch(prefix, after).await
         }
         async fn current_revision(&self) -> skiff_store::Result<skiff_store::Revision> {
@@ -544,13 +573,17 @@ mod tests {
             tempfile::tempdir().unwrap(),
             tempfile::tempdir().unwrap(),
         );
-        reconcile(&*store, a.path(), Some(token("shared")), ROUNDS).await.unwrap();
+        reconcile(&*store, a.path(), Some(token("shared")), ROUNDS)
+            .await
+            .unwrap();
         let racing = |inner: &Arc<dyn Store>| Racing {
             inner: inner.clone(),
             hidden: false.into(),
         };
         // Same token: the loser's create fails, and it adopts the winner's CA.
-        let out = reconcile(&racing(&store), b.path(), Some(token("shared")), ROUNDS).await.unwrap();
+        let out = reconcile(&racing(&store), b.path(), Some(token("shared")), ROUNDS)
+            .await
+            .unwrap();
         assert_eq!(out, Outcome::Joined);
         assert_eq!(
             std::fs::read(a.path().join("tls/ca.crt")).unwrap(),
