@@ -227,6 +227,16 @@ async fn servers_sharing_etcd_form_one_control_plane() {
     a.wait_ready();
     b.wait_ready();
 
+    // Exactly one of them created the cluster's bootstrap data; the other adopted it.
+    let created = [&a, &b]
+        .iter()
+        .filter(|s| {
+            s.log()
+                .contains("stored the cluster CA and service-account key in etcd")
+        })
+        .count();
+    assert_eq!(created, 1, "A:\n{}\nB:\n{}", a.log(), b.log());
+
     // One cluster CA, although each server issued its own certificates.
     let ca = |s: &Server| std::fs::read_to_string(s.path("tls/ca.crt")).unwrap();
     assert_eq!(ca(&a), ca(&b));
