@@ -287,11 +287,27 @@ fn write_token_file(path: &Path, token: &str) -> Result<(), BootstrapError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// [`open`] off the async runtime (the key derivation takes a while by design).
+async fn decrypt(record: Vec<u8>, token: &Token) -> Result<ClusterSigners, BootstrapError> {
+    let token = token.clone();
+    tokio::task::spawn_blocking(move || open(&record, &token))
+        .await
+        .expect("decrypting the bootstrap data panicked")
+}
+
+/// [`seal`] off the async runtime.
+async fn encrypt(signers: &ClusterSigners, token: &Token, iterations: u32) -> Result<Vec<u8>, BootstrapError> {
+    let (signers, token) = (signers.clone(), token.value.clone());
+    tokio::task::spawn_blocking(move || seal(&signers, &token, iterations))
+        .await
+        .expect("encrypting the bootstrap data panicked")
+}
+
 /// Adopts the cluster's signers from `record`: decrypts it with `token`, refuses when a
 /// signer file already in `tls_dir` differs, then writes the signers (and the token to
 /// `token_file`). Nothing is written unless every check passes.
-fn join(record: &[u8], token: &Token, tls_dir: &Path, token_file: &Path) -> Result<(), BootstrapError> {
-    let signers = open(record, token)?;
+async fn join(record: Vec<u8>, token: &Token, tls_dir: &Path, token_file: &Path) -> Result<(), BootstrapError> {
+    let signers = decrypt(record, token).await?;
     let cluster = signers.files();
     for (name, local) in read_local_signers(tls_dir)? {
         let (_, theirs) = cluster.iter().find(|(n, _)| *n == name).expect("a signer file");
@@ -333,7 +349,7 @@ pub async fn reconcile(
     };
     if let Some(existing) = store.get(BOOTSTRAP_KEY).await? {
         let token = token.ok_or(BootstrapError::TokenRequired)?;
-        join(&existing.value, &token, &tls_dir, &token_file)?;
+        join(existing.value, &token, &tls_dir, &token_file).await?;
         return Ok(Outcome::Joined);
     }
 
@@ -361,7 +377,7 @@ pub async fn reconcile(
     // The token is on disk before the record exists, so a create that timed out after
     // etcd applied it can be retried with the same token.
     write_token_file(&token_file, &token.value)?;
-    let record = seal(&signers, &token.value, iterations)?;
+    let record = encrypt(&signers, &token, iterations).await?;
     match store.create(BOOTSTRAP_KEY, record).await {
         Ok(_) => {
             signers.write_to(&tls_dir)?;
@@ -373,7 +389,7 @@ pub async fn reconcile(
                 .get(BOOTSTRAP_KEY)
                 .await?
                 .ok_or_else(|| BootstrapError::Malformed("it vanished while being read".into()))?;
-            match join(&existing.value, &token, &tls_dir, &token_file) {
+            match join(existing.value, &token, &tls_dir, &token_file).await {
                 Err(BootstrapError::WrongToken { .. }) if generated_token => {
                     let _ = std::fs::remove_file(&token_file);
                     Err(BootstrapError::LostRace)

@@ -324,26 +324,25 @@ fn given_token(args: &ServerArgs) -> anyhow::Result<Option<crate::bootstrap::Tok
 /// waiting while etcd is unavailable (it may be starting with this server).
 async fn bootstrap(args: &ServerArgs, store: &dyn skiff_store::Store) -> anyhow::Result<()> {
     use crate::bootstrap::{BootstrapError, Outcome, PBKDF2_ITERATIONS, reconcile};
-    let token = given_token(args)?;
     if args.datastore_endpoint.is_none() {
-        if token.is_some() {
+        if args.token.is_some() || args.token_file.is_some() {
             tracing::info!("--token is only used with --datastore-endpoint; the embedded store needs none");
         }
         return Ok(());
     }
+    let token = given_token(args)?;
     let mut delay = Duration::from_millis(500);
     loop {
         match reconcile(store, &args.data_dir, token.clone(), PBKDF2_ITERATIONS).await {
             Ok(Outcome::Created { generated_token }) => {
-                let file = args.data_dir.join("token");
+                tracing::info!("stored the cluster CA and service-account key in etcd for the other servers");
                 if generated_token {
-                    tracing::info!(token_file = %file.display(), "generated the cluster token: start the other servers with --token-file (a copy of) {}", file.display());
+                    let file = args.data_dir.join("token");
+                    tracing::info!(token_file = %file.display(), "generated the cluster token");
                     eprintln!(
                         "skiff: generated the cluster token in {}; start the other servers on this datastore with --token-file (a copy of) it",
                         file.display()
                     );
-                } else {
-                    tracing::info!("stored the cluster CA and service-account key in etcd for the other servers");
                 }
                 return Ok(());
             }
