@@ -6,6 +6,12 @@
 //! `<name>.crt`/`<name>.key` per client, `<name>.kubeconfig`, and
 //! `service-account.key` (the ServiceAccount token signing key). Existing files are
 //! reused on later starts, so clients keep working across restarts.
+//!
+//! Of these, only the signers are cluster-wide ([`ClusterSigners`]: the CA and the
+//! service-account key); every other file is a leaf issued per server by the CA. Several
+//! servers of one control plane must hold the same signers, so that a client certificate
+//! or ServiceAccount token issued through one is accepted by every other (k3s shares
+//! them through its datastore the same way).
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +40,10 @@ pub enum PkiError {
     /// names hold one value per attribute type, so only one group can be issued.
     #[error("a certificate can carry at most one organization (group), got {0:?}")]
     TooManyOrganizations(Vec<String>),
+    /// Signer files do not belong together (e.g. `ca.crt` is not the certificate of
+    /// `ca.key`).
+    #[error("inconsistent signers: {0}")]
+    Mismatch(String),
 }
 
 const CA_CN: &str = "skiff-ca";
@@ -84,6 +94,100 @@ fn ca_params() -> CertificateParams {
     p.not_before = rcgen::date_time_ymd(2020, 1, 1);
     p.not_after = rcgen::date_time_ymd(2100, 1, 1);
     p
+}
+
+/// The files under `DIR/tls` that are signers rather than leaf certificates, and so must
+/// be the same on every server of a control plane: the CA certificate and key (which
+/// issue and verify every client and serving certificate) and the service-account key
+/// (which signs and verifies ServiceAccount tokens).
+pub const CLUSTER_SIGNER_FILES: [&str; 3] = ["ca.crt", "ca.key", "service-account.key"];
+
+/// The cluster-wide signers, PEM: what [`Pki::load_or_create`] and
+/// [`Pki::ensure_service_account_key`] would otherwise generate per data dir.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSigners {
+    /// `ca.crt`: the self-signed CA certificate.
+    pub ca_cert_pem: String,
+    /// `ca.key`: the CA's private key (PKCS#8).
+    pub ca_key_pem: String,
+    /// `service-account.key`: the ServiceAccount token signing key (PKCS#8 P-256).
+    pub service_account_key_pem: String,
+}
+
+impl std::fmt::Debug for ClusterSigners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print private keys.
+        f.debug_struct("ClusterSigners").finish_non_exhaustive()
+    }
+}
+
+impl ClusterSigners {
+    /// New signers (a fresh CA and service-account key), in memory only.
+    pub fn generate() -> Result<Self, PkiError> {
+        let ca_key = KeyPair::generate()?;
+        let cert = ca_params().self_signed(&ca_key)?;
+        Ok(Self {
+            ca_cert_pem: cert.pem(),
+            ca_key_pem: ca_key.serialize_pem(),
+            service_account_key_pem: KeyPair::generate()?.serialize_pem(),
+        })
+    }
+
+    /// The signers as `(file name, PEM)` pairs, in [`CLUSTER_SIGNER_FILES`] order.
+    pub fn files(&self) -> [(&'static str, &str); 3] {
+        [
+            (CLUSTER_SIGNER_FILES[0], &self.ca_cert_pem),
+            (CLUSTER_SIGNER_FILES[1], &self.ca_key_pem),
+            (CLUSTER_SIGNER_FILES[2], &self.service_account_key_pem),
+        ]
+    }
+
+    /// Builds the signers from `file` (a lookup by file name); `None` when any of
+    /// [`CLUSTER_SIGNER_FILES`] is missing.
+    pub fn from_files(mut file: impl FnMut(&str) -> Option<String>) -> Option<Self> {
+        Some(Self {
+            ca_cert_pem: file(CLUSTER_SIGNER_FILES[0])?,
+            ca_key_pem: file(CLUSTER_SIGNER_FILES[1])?,
+            service_account_key_pem: file(CLUSTER_SIGNER_FILES[2])?,
+        })
+    }
+
+    /// Checks that the keys parse and that `ca.crt` is the certificate of `ca.key`
+    /// (errors: [`PkiError::Rcgen`], [`PkiError::Mismatch`]).
+    pub fn validate(&self) -> Result<(), PkiError> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        KeyPair::from_pem(&self.service_account_key_pem)?;
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(self.ca_cert_pem.as_bytes())
+            .map_err(|e| PkiError::Mismatch(format!("ca.crt is not a PEM certificate: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| PkiError::Mismatch(format!("ca.crt does not parse: {e}")))?;
+        if cert.public_key().subject_public_key.data.as_ref() != ca_key.public_key_raw() {
+            return Err(PkiError::Mismatch("ca.crt is not the certificate of ca.key".into()));
+        }
+        Ok(())
+    }
+
+    /// Writes every file into `dir` (private keys mode 0600).
+    pub fn write_to(&self, dir: &Path) -> Result<(), PkiError> {
+        for (name, pem) in self.files() {
+            write(&dir.join(name), pem, name.ends_with(".key"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The signer files present in `dir` (a subset of [`CLUSTER_SIGNER_FILES`]), as
+/// `(file name, contents)`.
+pub fn read_local_signers(dir: &Path) -> Result<Vec<(&'static str, String)>, PkiError> {
+    let mut out = Vec::new();
+    for name in CLUSTER_SIGNER_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            out.push((name, read(&path)?));
+        }
+    }
+    Ok(out)
 }
 
 /// The cluster CA, able to sign new certificates.
@@ -219,6 +323,8 @@ impl Pki {
 
 #[cfg(test)]
 mod tests {
+    use rustls_pki_types::pem::PemObject;
+
     use super::*;
 
     #[test]
@@ -245,5 +351,51 @@ mod tests {
         assert!(s.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         let sa = pki.ensure_service_account_key().unwrap();
         assert_eq!(sa, pki2.ensure_service_account_key().unwrap());
+        // What the PKI generated in place is a consistent set of cluster signers.
+        let local: std::collections::BTreeMap<_, _> = read_local_signers(dir.path()).unwrap().into_iter().collect();
+        let signers = ClusterSigners::from_files(|f| local.get(f).cloned()).unwrap();
+        signers.validate().unwrap();
+        assert_eq!(signers.ca_cert_pem, pki.ca_pem);
+    }
+
+    #[test]
+    fn shared_signers_issue_certificates_that_chain_to_one_ca() {
+        let signers = ClusterSigners::generate().unwrap();
+        signers.validate().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        signers.write_to(a.path()).unwrap();
+        signers.write_to(b.path()).unwrap();
+        let (pa, pb) = (
+            Pki::load_or_create(a.path()).unwrap(),
+            Pki::load_or_create(b.path()).unwrap(),
+        );
+        assert_eq!(pa.ca_pem, pb.ca_pem);
+        assert_eq!(
+            pa.ensure_service_account_key().unwrap(),
+            pb.ensure_service_account_key().unwrap()
+        );
+        // A leaf issued in one dir verifies against the CA the other dir serves with.
+        let leaf = pa
+            .ensure_cert("admin", "system:admin", &["system:masters"], &[])
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(pb.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+        let leaf_der = rustls_pki_types::CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+        verifier
+            .verify_client_cert(&leaf_der, &[], rustls_pki_types::UnixTime::now())
+            .unwrap();
+        // Mismatched files are refused.
+        let other = ClusterSigners::generate().unwrap();
+        let mixed = ClusterSigners {
+            ca_key_pem: other.ca_key_pem,
+            ..signers
+        };
+        assert!(matches!(mixed.validate(), Err(PkiError::Mismatch(_))));
     }
 }

@@ -5,6 +5,7 @@
 //! `skiff hollow` runs simulated nodes for scale tests.
 //! `skiff snapshot save|restore` backs the cluster state up and brings it back.
 
+mod bootstrap;
 mod server;
 mod snapshot;
 

@@ -1,9 +1,10 @@
 //! `skiff server`: wires the control plane and the local agent together.
 //!
-//! Start-up order: PKI (CA and component certificates under `DIR/tls`), store
-//! (`DIR/db`), apiserver (HTTPS), then the scheduler, controllers, kubelet and proxy as
-//! ordinary API clients with their own kubeconfigs; `DIR/admin.kubeconfig` is written
-//! once the apiserver answers `/readyz`.
+//! Start-up order: store (`DIR/db`, or etcd), on etcd the cluster's bootstrap data (the
+//! CA and service-account key shared by every server, module [`crate::bootstrap`]), PKI
+//! (CA and this server's certificates under `DIR/tls`), apiserver (HTTPS), then the
+//! scheduler, controllers, kubelet and proxy as ordinary API clients with their own
+//! kubeconfigs; `DIR/admin.kubeconfig` is written once the apiserver answers `/readyz`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,15 @@ pub struct ServerArgs {
     /// Key (PEM) of `--datastore-certfile`.
     #[arg(long)]
     datastore_keyfile: Option<PathBuf>,
+    /// Shared secret of the servers of one control plane on an external datastore
+    /// (k3s's flag): it encrypts the cluster CA and service-account key kept in etcd.
+    /// The first server generates one into DATA_DIR/token when none is given; every
+    /// other server must be given the same. Ignored with the embedded store.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding `--token`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Encrypt stored values as the upstream `EncryptionConfiguration` in this file
     /// says (apiserver.config.k8s.io/v1; providers aesgcm, aescbc, secretbox, identity).
     #[arg(long)]
@@ -300,6 +310,56 @@ mod datastore_tests {
     }
 }
 
+/// The token of `--token`/`--token-file`, if given.
+fn given_token(args: &ServerArgs) -> anyhow::Result<Option<crate::bootstrap::Token>> {
+    use crate::bootstrap::Token;
+    Ok(match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(Token::new(t, "--token")?),
+        (None, Some(path)) => Some(Token::from_file(path, format!("--token-file {}", path.display()))?),
+        (None, None) => None,
+    })
+}
+
+/// On etcd, puts the cluster's signers into `DIR/tls` ([`crate::bootstrap::reconcile`]),
+/// waiting while etcd is unavailable (it may be starting with this server).
+async fn bootstrap(args: &ServerArgs, store: &dyn skiff_store::Store) -> anyhow::Result<()> {
+    use crate::bootstrap::{BootstrapError, Outcome, PBKDF2_ITERATIONS, reconcile};
+    if args.datastore_endpoint.is_none() {
+        if args.token.is_some() || args.token_file.is_some() {
+            tracing::info!("--token is only used with --datastore-endpoint; the embedded store needs none");
+        }
+        return Ok(());
+    }
+    let token = given_token(args)?;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match reconcile(store, &args.data_dir, token.clone(), PBKDF2_ITERATIONS).await {
+            Ok(Outcome::Created { generated_token }) => {
+                tracing::info!("stored the cluster CA and service-account key in etcd for the other servers");
+                if generated_token {
+                    let file = args.data_dir.join("token");
+                    tracing::info!(token_file = %file.display(), "generated the cluster token");
+                    eprintln!(
+                        "skiff: generated the cluster token in {}; start the other servers on this datastore with --token-file (a copy of) it",
+                        file.display()
+                    );
+                }
+                return Ok(());
+            }
+            Ok(Outcome::Joined) => {
+                tracing::info!("using the cluster CA and service-account key from etcd");
+                return Ok(());
+            }
+            Err(BootstrapError::Store(e @ skiff_store::Error::Unavailable { .. })) => {
+                tracing::warn!(error = %e, "waiting for etcd to read the cluster's bootstrap data");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Runs `skiff server` until SIGTERM/SIGINT.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
@@ -311,6 +371,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = args.https_listen_port;
     let snapshots = snapshot_schedule(&args, &node_name)?;
+
+    // Store, and on etcd the signers shared by every server.
+    let store = open_store(&args, data_dir).await?;
+    bootstrap(&args, &*store).await?;
+    let store = encrypted_at_rest(store, args.encryption_provider_config.as_deref())?;
 
     // PKI.
     let tls_dir = data_dir.join("tls");
@@ -350,10 +415,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         pki.write_kubeconfig(&path, &url, cn, &pair)?;
         component_kubeconfigs.push(path);
     }
-
-    // Store.
-    let store = open_store(&args, data_dir).await?;
-    let store = encrypted_at_rest(store, args.encryption_provider_config.as_deref())?;
 
     // Apiserver.
     let shutdown = CancellationToken::new();
