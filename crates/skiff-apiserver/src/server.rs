@@ -288,7 +288,11 @@ async fn snapshot(app: &App, method: &Method) -> Result<Response, ApiError> {
         ]
     };
     if let Some(native) = store.native_snapshot().await? {
-        tracing::info!(revision = native.revision, format = native.format.name(), "streaming snapshot");
+        tracing::info!(
+            revision = native.revision,
+            format = native.format.name(),
+            "streaming snapshot"
+        );
         let body = axum::body::Body::from_stream(native.chunks.inspect(|c| {
             if let Err(e) = c {
                 tracing::error!(error = %e, "snapshot stream failed");

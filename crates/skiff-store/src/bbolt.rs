@@ -90,7 +90,10 @@ impl Meta {
             return Err("no bbolt magic number in the meta page".into());
         }
         if u32_at(4) != VERSION {
-            return Err(format!("bbolt data version {} is not supported (expected {VERSION})", u32_at(4)));
+            return Err(format!(
+                "bbolt data version {} is not supported (expected {VERSION})",
+                u32_at(4)
+            ));
         }
         if fnv1a64(&b[..META_CHECKSUMMED]) != u64_at(56) {
             return Err("meta page checksum mismatch".into());
@@ -206,7 +209,8 @@ impl Bolt {
                 return Err(corrupt(format!("page {id} overflows past the end ({overflow} pages)")));
             }
             buf.resize(size * (overflow as usize + 1), 0);
-            self.file.read_exact_at(&mut buf[size..], offset + self.meta.page_size)?;
+            self.file
+                .read_exact_at(&mut buf[size..], offset + self.meta.page_size)?;
         }
         Ok(buf)
     }

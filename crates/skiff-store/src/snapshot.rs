@@ -148,8 +148,11 @@ pub fn read_any_file(path: &Path, skip_hash_check: bool) -> Result<ReadSnapshot,
         source,
     };
     let mut head = Vec::with_capacity(64);
-    std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, 64), &mut head)
-        .map_err(io)?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, 64),
+        &mut head,
+    )
+    .map_err(io)?;
     match Format::detect(&head) {
         Some(Format::Skiff) => Ok(ReadSnapshot {
             format: Format::Skiff,
@@ -237,7 +240,9 @@ where
             .await
             .map_err(|e| SnapshotError::Stream(format!("verifying the snapshot: {e}")))?
             .map_err(|e| match e {
-                SnapshotError::Invalid(m) => SnapshotError::Invalid(m.replace(&tmp.display().to_string(), "the snapshot")),
+                SnapshotError::Invalid(m) => {
+                    SnapshotError::Invalid(m.replace(&tmp.display().to_string(), "the snapshot"))
+                }
                 e => e,
             })?;
         Ok((bytes, read))

@@ -245,11 +245,17 @@ async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
         } else {
             format!("/registry/configmaps/ns{}/cm{i}", i % 3)
         };
-        revs.push((key.clone(), store.create(&key, format!("value {i}").into_bytes()).await.unwrap()));
+        revs.push((
+            key.clone(),
+            store.create(&key, format!("value {i}").into_bytes()).await.unwrap(),
+        ));
     }
     for (i, (key, kv)) in revs.iter_mut().enumerate() {
         if i % 4 == 1 {
-            *kv = store.update(key, kv.mod_revision, format!("updated {i}").into_bytes()).await.unwrap();
+            *kv = store
+                .update(key, kv.mod_revision, format!("updated {i}").into_bytes())
+                .await
+                .unwrap();
         } else if i % 7 == 2 {
             store.delete(key, None).await.unwrap();
         }
@@ -259,7 +265,10 @@ async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
     for (i, (key, kv)) in revs.iter().enumerate() {
         if i % 11 == 3 && i % 7 != 2 {
             if i % 2 == 0 {
-                store.update(key, kv.mod_revision, b"after compaction".to_vec()).await.unwrap();
+                store
+                    .update(key, kv.mod_revision, b"after compaction".to_vec())
+                    .await
+                    .unwrap();
             } else {
                 store.delete(key, None).await.unwrap();
             }
@@ -276,7 +285,10 @@ async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
     let saved = save(&store, &file).await.unwrap();
     let at = engine.current_revision().await.unwrap();
     // Written after the snapshot: not in it.
-    store.create("/registry/namespaces/later", b"{}".to_vec()).await.unwrap();
+    store
+        .create("/registry/namespaces/later", b"{}".to_vec())
+        .await
+        .unwrap();
     assert_eq!(saved.format, Format::Etcd);
     assert_eq!(saved.revision, at, "the file records the revision it was taken at");
     assert_eq!(saved.bytes, std::fs::metadata(&file).unwrap().len());
@@ -318,7 +330,10 @@ async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
     let secret = got.iter().find(|kv| kv.key.starts_with("/registry/secrets/")).unwrap();
     assert!(secret.value.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
     assert_eq!(restored.current_revision().await.unwrap(), saved.revision);
-    let next = restored.create("/registry/namespaces/after", b"{}".to_vec()).await.unwrap();
+    let next = restored
+        .create("/registry/namespaces/after", b"{}".to_vec())
+        .await
+        .unwrap();
     assert_eq!(next.mod_revision, saved.revision + 1);
 
     // `etcdctl snapshot restore` rebuilds an etcd member with the same keys.
@@ -341,7 +356,10 @@ async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
         .arg(etcd_dir.path().join("m0.etcd"))
         .args(["--name", "m0", "--initial-cluster", &spec.initial_cluster])
         .args(["--initial-cluster-token", "restored"])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer_port}"),
+        ])
         .output()
         .await
         .unwrap();
@@ -373,7 +391,10 @@ async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
         ("one byte short", &raw[..raw.len() - 1]),
         ("without its checksum", &raw[..raw.len() - 32]),
         ("half a file", &raw[..raw.len() / 2]),
-        ("whole pages and a checksum, cut short", &[&raw[..8192], &raw[raw.len() - 32..]].concat()[..]),
+        (
+            "whole pages and a checksum, cut short",
+            &[&raw[..8192], &raw[raw.len() - 32..]].concat()[..],
+        ),
         ("a flipped byte", &flipped[..]),
     ] {
         std::fs::write(&bad, bytes).unwrap();

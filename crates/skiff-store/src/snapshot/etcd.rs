@@ -118,13 +118,14 @@ pub fn read_file(path: &Path, skip_hash_check: bool) -> Result<EtcdSnapshot, Sna
         })?;
     }
     let bolt = Bolt::open(file.try_clone().map_err(io)?, db_len).map_err(|e| invalid(e.to_string()))?;
-    read_mvcc(&bolt).map(|(snapshot, compacted, leased_keys)| EtcdSnapshot {
-        snapshot,
-        compacted,
-        checksum_verified,
-        leased_keys,
-    })
-    .map_err(|e| invalid(e.to_string()))
+    read_mvcc(&bolt)
+        .map(|(snapshot, compacted, leased_keys)| EtcdSnapshot {
+            snapshot,
+            compacted,
+            checksum_verified,
+            leased_keys,
+        })
+        .map_err(|e| invalid(e.to_string()))
 }
 
 /// Checks the SHA-256 of the first `db_len` bytes against the 32 bytes after them.
@@ -154,10 +155,16 @@ fn revision_of(k: &[u8]) -> Result<(Revision, bool), BoltError> {
     let tombstone = match k.len() {
         REV_LEN => false,
         18 if k[REV_LEN] == b't' => true,
-        _ => return Err(BoltError::Corrupt(format!("invalid revision key {k:?} in the key bucket"))),
+        _ => {
+            return Err(BoltError::Corrupt(format!(
+                "invalid revision key {k:?} in the key bucket"
+            )));
+        }
     };
     if k[8] != b'_' {
-        return Err(BoltError::Corrupt(format!("invalid revision key {k:?} in the key bucket")));
+        return Err(BoltError::Corrupt(format!(
+            "invalid revision key {k:?} in the key bucket"
+        )));
     }
     let main = i64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
     Ok((main, tombstone))
