@@ -118,6 +118,12 @@ fn fnv1a64(b: &[u8]) -> u64 {
     })
 }
 
+/// A visitor of a bucket's entries: `(key, value)`.
+pub type EntryFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), BoltError> + 'a;
+
+/// A visitor of a page's leaf elements: `(flags, key, value)`.
+type ElementFn<'a> = dyn FnMut(u32, &[u8], &[u8]) -> Result<(), BoltError> + 'a;
+
 /// A bucket to iterate: its tree's root page, or an inline bucket's single leaf.
 #[derive(Debug, Clone)]
 pub enum Bucket {
@@ -234,11 +240,7 @@ impl Bolt {
     ///
     /// Errors: [`BoltError::Corrupt`] for damaged pages or keys out of order; any
     /// error `f` returns.
-    pub fn for_each(
-        &self,
-        bucket: &Bucket,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), BoltError>,
-    ) -> Result<(), BoltError> {
+    pub fn for_each(&self, bucket: &Bucket, f: &mut EntryFn<'_>) -> Result<(), BoltError> {
         let mut last: Option<Vec<u8>> = None;
         self.walk(bucket, &mut |flags, k, v| {
             if last.as_deref().is_some_and(|l| l >= k) {
@@ -250,23 +252,14 @@ impl Bolt {
     }
 
     /// Every leaf element of `bucket`, in order: `(flags, key, value)`.
-    fn walk(
-        &self,
-        bucket: &Bucket,
-        f: &mut dyn FnMut(u32, &[u8], &[u8]) -> Result<(), BoltError>,
-    ) -> Result<(), BoltError> {
+    fn walk(&self, bucket: &Bucket, f: &mut ElementFn<'_>) -> Result<(), BoltError> {
         match bucket {
             Bucket::Inline(page) => leaf_elements(page, f),
             Bucket::Root(id) => self.walk_page(*id, 0, f),
         }
     }
 
-    fn walk_page(
-        &self,
-        id: u64,
-        depth: usize,
-        f: &mut dyn FnMut(u32, &[u8], &[u8]) -> Result<(), BoltError>,
-    ) -> Result<(), BoltError> {
+    fn walk_page(&self, id: u64, depth: usize, f: &mut ElementFn<'_>) -> Result<(), BoltError> {
         if depth > MAX_DEPTH {
             return Err(corrupt("the page tree is deeper than possible (a cycle)"));
         }
@@ -301,7 +294,7 @@ fn page_count(page: &[u8]) -> usize {
 }
 
 /// Calls `f` with each element of a leaf page.
-fn leaf_elements(page: &[u8], f: &mut dyn FnMut(u32, &[u8], &[u8]) -> Result<(), BoltError>) -> Result<(), BoltError> {
+fn leaf_elements(page: &[u8], f: &mut ElementFn<'_>) -> Result<(), BoltError> {
     if page.len() < PAGE_HEADER {
         return Err(corrupt("an inline bucket page is cut short"));
     }
