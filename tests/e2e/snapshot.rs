@@ -1,7 +1,13 @@
 //! `skiff snapshot save` against a running `skiff server`, and `skiff snapshot
 //! restore` into its data dir after the store file was damaged: the server refuses
 //! the damaged file with the recovery command, and after the restore it serves every
-//! object as of the snapshot, resourceVersions included.
+//! object as of the snapshot, resourceVersions included. With an etcd datastore the
+//! snapshot is etcd's own (`etcdctl snapshot status` reads it), and restoring it
+//! into a new data dir moves the cluster to the embedded engine with every object
+//! and resourceVersion.
+
+#[path = "../../crates/skiff-store/tests/support/etcd.rs"]
+mod etcd_member;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -14,12 +20,20 @@ fn skiff(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skiff")).args(args).output().unwrap()
 }
 
+/// etcd ports of this test binary (see the store tests' `support/etcd.rs`).
+static PORTS: etcd_member::Ports = etcd_member::Ports::new(23850, 23860);
+
 fn server(dir: &Path, port: u16) -> Child {
+    server_with(dir, port, &[])
+}
+
+fn server_with(dir: &Path, port: u16, extra: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--disable-agent", "--disable-dns", "--data-dir"])
         .arg(dir)
         .args(["--https-listen-port", &port.to_string()])
+        .args(extra)
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -47,15 +61,26 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-async fn config_maps(dir: &Path) -> Vec<(String, String, String)> {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn admin_client(dir: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(dir.join("admin.kubeconfig")).unwrap();
-    let client = kube::Client::try_from(
+    kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap(),
     )
-    .unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    .unwrap()
+}
+
+async fn config_maps(dir: &Path) -> Vec<(String, String, String)> {
+    let api: Api<ConfigMap> = Api::namespaced(admin_client(dir).await, "default");
     let mut out: Vec<_> = api
         .list(&ListParams::default().labels("snapshot-test"))
         .await
@@ -114,7 +139,7 @@ async fn save_damage_restore() {
         data.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("saved snapshot of revision"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("saved skiff snapshot of revision"));
     // Written after the snapshot: gone after the restore.
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "later", "labels": {"snapshot-test": "yes"}}, "data": {"v": "x"}
@@ -165,6 +190,91 @@ async fn save_damage_restore() {
     let mut child = server(&data, port);
     wait_ready(&data, &mut child);
     let after = config_maps(&data).await;
+    stop(child);
+    assert_eq!(before, after);
+}
+
+/// The etcd -> embedded migration: a server on etcd with a few hundred objects
+/// (created, updated, deleted), `skiff snapshot save` writes etcd's own snapshot,
+/// `skiff snapshot restore` puts it into a new data dir, and a server started there
+/// on the embedded engine serves every object with the same resourceVersion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_snapshot_migrates_to_the_embedded_engine() {
+    let member = tokio::task::spawn_blocking(|| etcd_member::Member::single(&PORTS))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("on-etcd");
+    std::fs::create_dir(&data).unwrap();
+    let endpoint = format!("etcd://127.0.0.1:{}", member.spec.client_port);
+    let mut child = server_with(
+        &data,
+        free_port(),
+        &["--datastore-endpoint", &endpoint, "--disable-snapshots"],
+    );
+    wait_ready(&data, &mut child);
+
+    let api: Api<ConfigMap> = Api::namespaced(admin_client(&data).await, "default");
+    for i in 0..300 {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("cm-{i}"), "labels": {"snapshot-test": "yes"}},
+            "data": {"v": i.to_string()}
+        }))
+        .unwrap();
+        let mut cm = api.create(&PostParams::default(), &cm).await.unwrap();
+        if i % 3 == 0 {
+            cm.data.as_mut().unwrap().insert("v".into(), format!("{i} updated"));
+            api.replace(&format!("cm-{i}"), &PostParams::default(), &cm)
+                .await
+                .unwrap();
+        } else if i % 7 == 0 {
+            api.delete(&format!("cm-{i}"), &Default::default()).await.unwrap();
+        }
+    }
+    let before = config_maps(&data).await;
+    assert!(before.len() > 250, "{} config maps", before.len());
+
+    let file = dir.path().join("etcd.snapshot");
+    let out = skiff(&[
+        "snapshot",
+        "save",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("saved etcd snapshot of revision"), "{stderr}");
+    let later: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "later", "labels": {"snapshot-test": "yes"}}, "data": {"v": "x"}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &later).await.unwrap();
+    stop(child);
+
+    // The file is etcd's: etcd's own tool reads it.
+    let status = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    let embedded = dir.path().join("embedded");
+    let out = skiff(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--data-dir",
+        embedded.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("from the etcd snapshot"), "{stderr}");
+    let mut child = server(&embedded, free_port());
+    wait_ready(&embedded, &mut child);
+    let after = config_maps(&embedded).await;
     stop(child);
     assert_eq!(before, after);
 }

@@ -258,33 +258,54 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
 /// the `system:masters` group have) may read it, since it holds every Secret.
 pub const SNAPSHOT_PATH: &str = "/skiff/snapshot";
 
-/// `GET /skiff/snapshot`: a consistent snapshot of every key, in the file format of
-/// [`skiff_store::snapshot`], taken through the store trait (either engine).
+/// `GET /skiff/snapshot`: a consistent snapshot of every key. When the engine has a
+/// snapshot of its own ([`skiff_store::Store::native_snapshot`], etcd's), that is
+/// streamed as the engine produces it (the file `etcdctl snapshot save` writes);
+/// otherwise a [`skiff_store::snapshot::Snapshot`] in Skiff's format, taken through
+/// the store trait. Headers: `x-skiff-snapshot-format` (`etcd` or `skiff`) and
+/// `x-skiff-snapshot-revision` (the snapshot's revision; for a streamed etcd
+/// snapshot the revision when it was requested, which the snapshot holds at least).
 async fn snapshot(app: &App, method: &Method) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    use skiff_store::snapshot::{Format, Snapshot, SnapshotError};
     if method != Method::GET {
         return Err(ApiError::method_not_allowed(format!(
             "only GET is allowed on {SNAPSHOT_PATH} ({method})"
         )));
     }
-    let snap = skiff_store::snapshot::Snapshot::take(app.objects.store().as_ref())
-        .await
-        .map_err(|e| match e {
-            skiff_store::snapshot::SnapshotError::Store(e) => ApiError::from(e),
-            e => ApiError::internal(e.to_string()),
-        })?;
-    tracing::info!(revision = snap.revision, keys = snap.items.len(), "snapshot served");
-    Ok((
-        StatusCode::OK,
+    let store = app.objects.store();
+    let headers = |format: Format, revision: skiff_store::Revision| {
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
-                header::HeaderName::from_static("x-skiff-snapshot-revision"),
-                snap.revision.to_string(),
+                header::HeaderName::from_static("x-skiff-snapshot-format"),
+                format.name().to_string(),
             ),
-        ],
-        snap.encode(),
-    )
-        .into_response())
+            (
+                header::HeaderName::from_static("x-skiff-snapshot-revision"),
+                revision.to_string(),
+            ),
+        ]
+    };
+    if let Some(native) = store.native_snapshot().await? {
+        tracing::info!(
+            revision = native.revision,
+            format = native.format.name(),
+            "streaming snapshot"
+        );
+        let body = axum::body::Body::from_stream(native.chunks.inspect(|c| {
+            if let Err(e) = c {
+                tracing::error!(error = %e, "snapshot stream failed");
+            }
+        }));
+        return Ok((StatusCode::OK, headers(native.format, native.revision), body).into_response());
+    }
+    let snap = Snapshot::take(store.as_ref()).await.map_err(|e| match e {
+        SnapshotError::Store(e) => ApiError::from(e),
+        e => ApiError::internal(e.to_string()),
+    })?;
+    tracing::info!(revision = snap.revision, keys = snap.items.len(), "snapshot served");
+    Ok((StatusCode::OK, headers(Format::Skiff, snap.revision), snap.encode()).into_response())
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -25,6 +25,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 
+pub mod bbolt;
 pub mod embedded;
 pub mod encryption;
 pub mod etcd;
@@ -235,6 +236,20 @@ pub trait Store: Send + Sync + 'static {
     /// encrypting apiserver does. Engines return `None`.
     fn at_rest(&self) -> Option<&dyn Store> {
         None
+    }
+
+    /// The engine's own snapshot, streamed, if the engine has a format of its own
+    /// that its tools restore: the etcd engine answers etcd's Maintenance API
+    /// snapshot (a bbolt database and its SHA-256, the file `etcdctl snapshot save`
+    /// writes and `etcdctl snapshot restore` reads). `None` (the default): callers
+    /// take a [`snapshot::Snapshot`] through this trait instead. Values are as they
+    /// rest on disk; wrappers forward this to the store they wrap, so with
+    /// encryption at rest an etcd snapshot holds the ciphertext, as upstream's does.
+    ///
+    /// Errors: [`Error::Unavailable`] when the engine cannot be reached; errors of
+    /// the stream itself arrive as its items.
+    async fn native_snapshot(&self) -> Result<Option<snapshot::NativeSnapshot>> {
+        Ok(None)
     }
 
     /// Checks that the store can serve linearizable requests now (the apiserver's

@@ -15,9 +15,22 @@
 //!
 //! A truncated, corrupt or foreign file fails the checksum or the header checks and
 //! is refused with [`SnapshotError`] before anything is restored.
+//!
+//! Engines with a snapshot format of their own serve it instead
+//! ([`Store::native_snapshot`]): the etcd engine streams etcd's snapshot (a bbolt
+//! database and its SHA-256, exactly what `etcdctl snapshot save` writes), which
+//! `etcdctl snapshot restore` turns back into an etcd cluster. [`save`] takes
+//! whichever the store has; [`read_any_file`] reads either format (module [`etcd`]
+//! for etcd's), so an etcd snapshot also restores into the embedded engine.
+
+pub mod etcd;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::{KeyValue, ListOptions, Revision, Store};
 
@@ -52,6 +65,220 @@ pub enum SnapshotError {
     /// The restore target already holds data.
     #[error("{0} is not empty: restore into a new directory, or move the existing one aside first")]
     TargetNotEmpty(String),
+    /// The snapshot's bytes stopped arriving before the end (the store or the
+    /// connection failed mid-stream); nothing was written in place of the file.
+    #[error("the snapshot stream failed: {0}")]
+    Stream(String),
+}
+
+/// A snapshot file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Skiff's own format (this module's docs), from any engine without a native one.
+    Skiff,
+    /// etcd's snapshot: its bbolt database, then the SHA-256 of it (module [`etcd`]).
+    Etcd,
+}
+
+impl Format {
+    /// Recognizes a format by a file's first 24 bytes or more.
+    pub fn detect(head: &[u8]) -> Option<Self> {
+        if head.starts_with(MAGIC) {
+            Some(Self::Skiff)
+        } else if etcd::looks_like_bbolt(head) {
+            Some(Self::Etcd)
+        } else {
+            None
+        }
+    }
+
+    /// A short name (`skiff`, `etcd`), also sent as the `x-skiff-snapshot-format` header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Skiff => "skiff",
+            Self::Etcd => "etcd",
+        }
+    }
+}
+
+/// An engine's own snapshot, as it streams out of the engine ([`Store::native_snapshot`]).
+pub struct NativeSnapshot {
+    /// Its format.
+    pub format: Format,
+    /// The store's revision when the snapshot was requested. The snapshot holds at
+    /// least every write up to it (writes that land while it starts may be in it too;
+    /// the file itself records its exact revision, see [`read_any_file`]).
+    pub revision: Revision,
+    /// The file's bytes in order. The stream ends after the last byte; an error item
+    /// means the snapshot is incomplete and must be discarded.
+    pub chunks: Pin<Box<dyn Stream<Item = crate::Result<Vec<u8>>> + Send>>,
+}
+
+impl std::fmt::Debug for NativeSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeSnapshot")
+            .field("format", &self.format)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot file read for a restore, in either format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSnapshot {
+    /// The file's format.
+    pub format: Format,
+    /// Every live key at the snapshot's revision.
+    pub snapshot: Snapshot,
+    /// For etcd snapshots, the number of keys attached to an etcd lease (restored
+    /// without one: the embedded engine has no leases); 0 otherwise.
+    pub leased_keys: usize,
+}
+
+/// Reads and verifies a snapshot file of either format (recognized by its first
+/// bytes), for `skiff snapshot restore`. `skip_hash_check` accepts an etcd database
+/// without the checksum etcd's snapshots end with (see [`etcd::read_file`]).
+///
+/// Errors: [`SnapshotError::Io`]; [`SnapshotError::Invalid`] naming the file if it is
+/// neither format, or truncated or damaged (see [`Snapshot::decode`] and
+/// [`etcd::read_file`]).
+pub fn read_any_file(path: &Path, skip_hash_check: bool) -> Result<ReadSnapshot, SnapshotError> {
+    let io = |source| SnapshotError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut head = Vec::with_capacity(64);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, 64),
+        &mut head,
+    )
+    .map_err(io)?;
+    match Format::detect(&head) {
+        Some(Format::Skiff) => Ok(ReadSnapshot {
+            format: Format::Skiff,
+            snapshot: Snapshot::read_file(path)?,
+            leased_keys: 0,
+        }),
+        Some(Format::Etcd) => {
+            let e = etcd::read_file(path, skip_hash_check)?;
+            Ok(ReadSnapshot {
+                format: Format::Etcd,
+                snapshot: e.snapshot,
+                leased_keys: e.leased_keys,
+            })
+        }
+        None => Err(SnapshotError::Invalid(format!(
+            "{}: neither a skiff snapshot (no SKIFFSNP header) nor an etcd snapshot (no bbolt meta page)",
+            path.display()
+        ))),
+    }
+}
+
+/// A snapshot file written by [`save`] or [`save_stream`], verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    /// The file's format.
+    pub format: Format,
+    /// The revision the file holds the store at.
+    pub revision: Revision,
+    /// Number of live keys in it.
+    pub keys: usize,
+    /// The file's size in bytes.
+    pub bytes: u64,
+}
+
+/// Takes a snapshot of `store` into `path`: the engine's own snapshot if it has one
+/// ([`Store::native_snapshot`], streamed to the file), else a [`Snapshot`] in
+/// Skiff's format. Either way the file is written under a temporary name, verified
+/// and then renamed into place, so `path` is never a partial snapshot.
+///
+/// Errors: those of [`Snapshot::take`] and [`save_stream`].
+pub async fn save(store: &dyn Store, path: &Path) -> Result<Saved, SnapshotError> {
+    if let Some(native) = store.native_snapshot().await? {
+        return save_stream(path, native.chunks.map(|c| c.map_err(|e| e.to_string()))).await;
+    }
+    let snap = Snapshot::take(store).await?;
+    let bytes = snap.write_file(path)?;
+    Ok(Saved {
+        format: Format::Skiff,
+        revision: snap.revision,
+        keys: snap.items.len(),
+        bytes,
+    })
+}
+
+/// Writes a snapshot file that arrives in chunks to `path`: into a temporary file
+/// beside it, fsync'd, verified with [`read_any_file`] (so a damaged or incomplete
+/// transfer is refused), then renamed over `path`. Only one chunk is held in memory.
+///
+/// Errors: [`SnapshotError::Stream`] if the stream yields an error (the temporary
+/// file is removed); [`SnapshotError::Io`] naming the file; [`SnapshotError::Invalid`]
+/// if the bytes are not a complete snapshot.
+pub async fn save_stream<S, B, E>(path: &Path, mut chunks: S) -> Result<Saved, SnapshotError>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let io = |source| SnapshotError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let (dir, tmp) = temporary_beside(path);
+    let written: Result<(u64, ReadSnapshot), SnapshotError> = async {
+        let mut f = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| SnapshotError::Stream(e.to_string()))?;
+            f.write_all(chunk.as_ref()).await.map_err(io)?;
+            bytes += chunk.as_ref().len() as u64;
+        }
+        f.sync_all().await.map_err(io)?;
+        drop(f);
+        let check = tmp.clone();
+        let read = tokio::task::spawn_blocking(move || read_any_file(&check, false))
+            .await
+            .map_err(|e| SnapshotError::Stream(format!("verifying the snapshot: {e}")))?
+            .map_err(|e| match e {
+                SnapshotError::Invalid(m) => {
+                    SnapshotError::Invalid(m.replace(&tmp.display().to_string(), "the snapshot"))
+                }
+                e => e,
+            })?;
+        Ok((bytes, read))
+    }
+    .await;
+    let (bytes, read) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, path).and_then(|()| std::fs::File::open(&dir)?.sync_all()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(Saved {
+        format: read.format,
+        revision: read.snapshot.revision,
+        keys: read.snapshot.items.len(),
+        bytes,
+    })
+}
+
+/// The directory of `path` and a temporary file name beside it (`.NAME.part`).
+fn temporary_beside(path: &Path) -> (PathBuf, PathBuf) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.part"));
+    (dir, tmp)
 }
 
 /// Every key of a store as of one revision.
@@ -202,15 +429,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<u64, SnapshotError>
         path: path.display().to_string(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.part"));
+    let (dir, tmp) = temporary_beside(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

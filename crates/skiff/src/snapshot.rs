@@ -3,9 +3,12 @@
 //! The shape follows k3s's etcd snapshots: on-demand snapshots of a running server,
 //! scheduled ones (`--snapshot-schedule`, on by default every 12 hours) kept with a
 //! retention count, and a restore that recreates the datastore of a data dir from a
-//! file. A snapshot is every key of the store at one revision (the file format is
-//! described in [`skiff_store::snapshot`]); restoring keeps every object's
-//! resourceVersion.
+//! file. A snapshot is every key of the store at one revision: with the etcd
+//! datastore, etcd's own snapshot (the file `etcdctl snapshot save` writes, which
+//! `etcdctl snapshot restore` turns back into an etcd cluster); with the embedded
+//! one, Skiff's format (described in [`skiff_store::snapshot`]). `restore` reads
+//! either into the embedded engine, keeping every object's resourceVersion, which
+//! is also how a cluster moves from etcd to the embedded engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use http_body_util::BodyExt;
 use skiff_controllers::cron::Schedule;
-use skiff_store::snapshot::{Snapshot, write_atomically};
+use skiff_store::snapshot::{Format, read_any_file, save_stream};
 use tokio_util::sync::CancellationToken;
 
 /// `skiff snapshot`.
@@ -29,7 +32,8 @@ pub struct SnapshotArgs {
 enum SnapshotCommand {
     /// Save a consistent snapshot of a running server's cluster state to FILE.
     Save(SaveArgs),
-    /// Restore a snapshot FILE into the datastore of a data dir (`DIR/db`, which must
+    /// Restore a snapshot FILE (Skiff's, or an etcd snapshot such as `etcdctl snapshot
+    /// save` writes) into the embedded datastore of a data dir (`DIR/db`, which must
     /// not exist or be empty); then start `skiff server --data-dir DIR`.
     Restore(RestoreArgs),
 }
@@ -53,6 +57,11 @@ struct RestoreArgs {
     /// Data dir to restore into; the store is created in `DATA_DIR/db`.
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
+    /// Accept an etcd database without the SHA-256 that etcd's snapshots end with
+    /// (e.g. a stopped member's `member/snap/db`), as `etcdctl snapshot restore
+    /// --skip-hash-check`; its pages are still checked.
+    #[arg(long)]
+    skip_hash_check: bool,
 }
 
 /// Runs `skiff snapshot ...`.
@@ -81,40 +90,54 @@ async fn save(args: SaveArgs) -> anyhow::Result<()> {
         .await
         .context("requesting the snapshot from the server")?;
     let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("downloading the snapshot")?
-        .to_bytes();
     if !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the server's answer")?
+            .to_bytes();
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|s| s["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("the server refused the snapshot ({status}): {message}");
     }
-    // Verify before writing: a damaged download never replaces a file.
-    let snap = Snapshot::decode(&body).context("the downloaded snapshot")?;
-    write_atomically(&args.file, &body)?;
+    // Streamed to a temporary file and verified before it is renamed into place: a
+    // damaged or interrupted download never replaces a file.
+    let chunks = resp.into_body().into_data_stream();
+    let saved = save_stream(&args.file, chunks)
+        .await
+        .context("downloading the snapshot")?;
     eprintln!(
-        "saved snapshot of revision {} ({} keys, {} bytes) to {}",
-        snap.revision,
-        snap.items.len(),
-        body.len(),
+        "saved {} snapshot of revision {} ({} keys, {} bytes) to {}",
+        saved.format.name(),
+        saved.revision,
+        saved.keys,
+        saved.bytes,
         args.file.display()
     );
     Ok(())
 }
 
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
-    let snap = Snapshot::read_file(&args.file)?;
+    let read = read_any_file(&args.file, args.skip_hash_check)?;
     let db = args.data_dir.join("db");
-    skiff_store::EmbeddedStore::restore(&db, &snap)?;
+    skiff_store::EmbeddedStore::restore(&db, &read.snapshot)?;
+    if read.leased_keys > 0 {
+        eprintln!(
+            "note: {} keys were attached to etcd leases; they are restored without one (the embedded datastore has no leases)",
+            read.leased_keys
+        );
+    }
+    let from = match read.format {
+        Format::Skiff => "skiff snapshot",
+        Format::Etcd => "etcd snapshot",
+    };
     eprintln!(
-        "restored {} keys at revision {} into {}; start the cluster with: skiff server --data-dir {}",
-        snap.items.len(),
-        snap.revision,
+        "restored {} keys at revision {} from the {from} into {}; start the cluster with: skiff server --data-dir {}",
+        read.snapshot.items.len(),
+        read.snapshot.revision,
         db.display(),
         args.data_dir.display()
     );
@@ -140,7 +163,8 @@ fn file_prefix(node_name: &str) -> String {
     format!("skiff-snapshot-{node_name}-")
 }
 
-/// Takes one scheduled snapshot of `store` into `cfg.dir`, named for `unix_time`,
+/// Takes one scheduled snapshot of `store` into `cfg.dir`, named for `unix_time`
+/// (etcd's own snapshot with the etcd datastore, see [`skiff_store::snapshot::save`]),
 /// then deletes the oldest of this node's scheduled snapshots beyond the retention.
 /// Returns the file written.
 pub async fn take_scheduled(
@@ -149,9 +173,8 @@ pub async fn take_scheduled(
     unix_time: i64,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&cfg.dir).with_context(|| format!("creating {}", cfg.dir.display()))?;
-    let snap = Snapshot::take(store).await?;
     let path = cfg.dir.join(format!("{}{unix_time}", file_prefix(&cfg.node_name)));
-    snap.write_file(&path)?;
+    skiff_store::snapshot::save(store, &path).await?;
     prune(&cfg.dir, &cfg.node_name, cfg.retention)?;
     Ok(path)
 }
@@ -222,7 +245,7 @@ mod tests {
                 .await
                 .unwrap();
             let path = take_scheduled(&store, &cfg, 1_700_000_000 + t).await.unwrap();
-            assert_eq!(Snapshot::read_file(&path).unwrap().items.len(), t as usize);
+            assert_eq!(read_any_file(&path, false).unwrap().snapshot.items.len(), t as usize);
         }
         let mut names: Vec<String> = std::fs::read_dir(&cfg.dir)
             .unwrap()

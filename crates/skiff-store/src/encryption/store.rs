@@ -224,6 +224,11 @@ impl Store for EncryptedStore {
         self.inner.health().await
     }
 
+    /// The wrapped engine's snapshot, values as stored (encrypted).
+    async fn native_snapshot(&self) -> Result<Option<crate::snapshot::NativeSnapshot>> {
+        self.inner.native_snapshot().await
+    }
+
     fn is_stale(&self, key: &str, mod_revision: Revision) -> bool {
         self.stale().get(key) == Some(&mod_revision) || self.inner.is_stale(key, mod_revision)
     }

@@ -22,6 +22,7 @@
 mod config;
 mod error;
 mod list;
+mod snapshot;
 mod watch;
 mod write;
 
@@ -192,6 +193,10 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         write::compact(self, revision).await
+    }
+
+    async fn native_snapshot(&self) -> Result<Option<crate::snapshot::NativeSnapshot>> {
+        snapshot::native(self).await.map(Some)
     }
 
     async fn health(&self) -> Result<()> {
