@@ -177,6 +177,41 @@ impl ClusterSigners {
     }
 }
 
+/// Whether the PEM certificate names every one of `sans` (DNS names, or IP addresses
+/// written as text) among its subject alternative names. A certificate that does not
+/// parse names nothing.
+fn names_all(cert_pem: &str, sans: &[String]) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    use x509_parser::extensions::GeneralName;
+    if sans.is_empty() {
+        return true;
+    }
+    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return false;
+    };
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let names: Vec<String> = ext
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    sans.iter().all(|s| names.iter().any(|n| n == s))
+}
+
 /// The signer files present in `dir` (a subset of [`CLUSTER_SIGNER_FILES`]), as
 /// `(file name, contents)`.
 pub fn read_local_signers(dir: &Path) -> Result<Vec<(&'static str, String)>, PkiError> {
@@ -255,7 +290,9 @@ impl Pki {
     /// Returns `<name>.crt`/`<name>.key`, issuing them if absent: a serving
     /// certificate when `sans` is non-empty, a client certificate for user
     /// `common_name` in `organizations` (groups, at most one:
-    /// [`PkiError::TooManyOrganizations`]) otherwise.
+    /// [`PkiError::TooManyOrganizations`]) otherwise. An existing serving
+    /// certificate that does not name every one of `sans` (e.g. after a `--tls-san`
+    /// was added) is issued again with the new list, as k3s does.
     pub fn ensure_cert(
         &self,
         name: &str,
@@ -266,12 +303,16 @@ impl Pki {
         let cert_path = self.dir.join(format!("{name}.crt"));
         let key_path = self.dir.join(format!("{name}.key"));
         if cert_path.exists() && key_path.exists() {
-            return Ok(CertPair {
-                cert_pem: read(&cert_path)?,
-                key_pem: read(&key_path)?,
-                cert_path,
-                key_path,
-            });
+            let cert_pem = read(&cert_path)?;
+            if names_all(&cert_pem, sans) {
+                return Ok(CertPair {
+                    cert_pem,
+                    key_pem: read(&key_path)?,
+                    cert_path,
+                    key_path,
+                });
+            }
+            tracing::info!(cert = %cert_path.display(), ?sans, "serving certificate lacks a subject alternative name: issuing it again");
         }
         if organizations.len() > 1 {
             return Err(PkiError::TooManyOrganizations(
@@ -349,6 +390,18 @@ mod tests {
             )
             .unwrap();
         assert!(s.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        // The same names (in any order, or fewer): the certificate is kept.
+        let same = pki2
+            .ensure_cert("server", "kube-apiserver", &[], &["localhost".into()])
+            .unwrap();
+        assert_eq!(same.cert_pem, s.cert_pem);
+        // A new name (`--tls-san lb.example.com`, `--tls-san 10.0.0.100`): issued again, naming it.
+        let wider: Vec<String> = vec!["127.0.0.1".into(), "lb.example.com".into(), "10.0.0.100".into()];
+        assert!(!names_all(&s.cert_pem, &wider));
+        let reissued = pki2.ensure_cert("server", "kube-apiserver", &[], &wider).unwrap();
+        assert_ne!(reissued.cert_pem, s.cert_pem);
+        assert!(names_all(&reissued.cert_pem, &wider));
+        assert_eq!(std::fs::read_to_string(&reissued.cert_path).unwrap(), reissued.cert_pem);
         let sa = pki.ensure_service_account_key().unwrap();
         assert_eq!(sa, pki2.ensure_service_account_key().unwrap());
         // What the PKI generated in place is a consistent set of cluster signers.

@@ -115,6 +115,11 @@ pub struct ServerArgs {
     /// Directory of scheduled snapshots (default: DATA_DIR/snapshots).
     #[arg(long)]
     snapshot_dir: Option<PathBuf>,
+    /// Additional host name or IP address in the apiserver's serving certificate,
+    /// e.g. a load balancer in front of several servers (k3s's flag; repeatable or
+    /// comma-separated). Adding one re-issues the certificate at the next start.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
     /// Do not take scheduled snapshots.
     #[arg(long)]
     disable_snapshots: bool,
@@ -391,7 +396,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         node_ip.to_string(),
         hostname(),
     ];
-    sans.dedup();
+    sans.extend(
+        args.tls_san
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+    );
+    let mut seen = std::collections::HashSet::new();
+    sans.retain(|s| seen.insert(s.clone()));
     let serving = pki.ensure_cert("server", "kube-apiserver", &[], &sans)?;
     let admin = pki.ensure_cert("admin", "system:admin", &["system:masters"], &[])?;
     let kubelet_client = pki.ensure_cert(
