@@ -20,6 +20,7 @@ pub mod patch;
 pub mod quantity;
 pub mod quota;
 pub mod registry;
+pub mod resource_list;
 pub mod selector;
 pub mod table;
 pub mod validation;

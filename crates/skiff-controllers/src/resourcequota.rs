@@ -214,6 +214,22 @@ async fn sync_namespace(client: &kube::Client, ns: &str) -> Result<bool, Error> 
     Ok(again)
 }
 
+/// [`quota::pod_counts`] for a typed pod (watch events are not serialized again).
+pub fn pod_counts(p: &Pod, now: jiff::Timestamp) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return false;
+    }
+    match (&p.metadata.deletion_timestamp, p.metadata.deletion_grace_period_seconds) {
+        (Some(t), Some(g)) => {
+            t.0.checked_add(jiff::SignedDuration::from_secs(g))
+                .map(|end| now <= end)
+                .unwrap_or(true)
+        }
+        _ => true,
+    }
+}
+
 /// Watches objects of kind `K` in all namespaces and queues a namespace when
 /// `changed` says an event there may lower usage.
 async fn watch_kind<K>(
@@ -276,24 +292,23 @@ fn keyed<K: kube::Resource>(
             return ns;
         }
         let k = key(obj);
+        // The first sight of an object (created, or listed at start) changes
+        // nothing: it was charged on create or is counted by the first sync.
         let before = seen.insert(uid, k.clone());
-        let initial = matches!(e, watcher::Event::InitApply(_));
-        (!initial && before.is_some_and(|b| b != k)).then_some(ns).flatten()
+        before.is_some_and(|b| b != k).then_some(ns).flatten()
     }
 }
 
 /// Runs the controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     let state = Arc::new(State::default());
-    let pods = watch_kind::<Pod>(client.clone(), state.clone(), shutdown.clone(), {
-        let mut key = keyed(|p: &Pod| {
-            let v = serde_json::to_value(p).unwrap_or_default();
-            quota::pod_counts(&v, jiff::Timestamp::now()).to_string()
-        });
-        // Pods that stop counting are seen as updates; a pod first seen already
-        // finished was counted by the initial sync.
-        move |e| key(e)
-    });
+    // A pod that stops counting (finished, or past its deletion grace) is an update.
+    let pods = watch_kind::<Pod>(
+        client.clone(),
+        state.clone(),
+        shutdown.clone(),
+        keyed(|p: &Pod| pod_counts(p, jiff::Timestamp::now()).to_string()),
+    );
     let services = watch_kind::<Service>(
         client.clone(),
         state.clone(),
@@ -429,6 +444,20 @@ mod tests {
         let mut want = want;
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn finished_and_overdue_pods_stop_counting() {
+        let now = jiff::Timestamp::now();
+        let pod = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
+        assert!(pod_counts(&pod(json!({"status": {"phase": "Running"}})), now));
+        assert!(!pod_counts(&pod(json!({"status": {"phase": "Failed"}})), now));
+        let deleting = |secs_ago: i64, grace: i64| {
+            let t = now.checked_sub(jiff::SignedDuration::from_secs(secs_ago)).unwrap();
+            pod(json!({"metadata": {"deletionTimestamp": t.to_string(), "deletionGracePeriodSeconds": grace}}))
+        };
+        assert!(pod_counts(&deleting(10, 30), now));
+        assert!(!pod_counts(&deleting(60, 30), now));
     }
 
     #[test]
