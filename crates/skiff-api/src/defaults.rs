@@ -44,6 +44,7 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             }
         }
         ("", "Service") => service(object),
+        ("", "LimitRange") => crate::limit_range::apply_defaults(object),
         ("apps", "StatefulSet" | "DaemonSet") | ("", "ReplicationController") | ("batch", "Job") => {
             if let Some(spec) = object.get_mut("spec").and_then(obj) {
                 if kind == "StatefulSet" || kind == "ReplicationController" {

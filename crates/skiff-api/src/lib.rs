@@ -14,10 +14,13 @@
 pub mod crd;
 pub mod defaults;
 pub mod events;
+pub mod limit_range;
 pub mod managed_fields;
 pub mod patch;
 pub mod quantity;
+pub mod quota;
 pub mod registry;
+pub mod resource_list;
 pub mod selector;
 pub mod table;
 pub mod validation;

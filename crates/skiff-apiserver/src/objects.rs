@@ -381,6 +381,7 @@ impl Objects {
                 // as upstream orders NamespaceLifecycle before ServiceAccount.
                 let ns = ns.unwrap_or_default();
                 self.check_namespace(ns).await?;
+                crate::limit_ranger::default_pod(self, ns, &mut obj).await?;
                 crate::serviceaccount_admission::admit(self, ns, &mut obj).await?;
                 defaults::default_tolerations(&mut obj);
                 defaults::service_account(&mut obj);
@@ -404,7 +405,11 @@ impl Objects {
         }
         Self::check_valid(res, &obj)?;
         if res.namespaced {
-            self.check_namespace(ns.unwrap_or_default()).await?;
+            let ns = ns.unwrap_or_default();
+            self.check_namespace(ns).await?;
+            // Validating admission: LimitRanger, then ResourceQuota (which charges).
+            crate::limit_ranger::validate(self, res, ns, &obj).await?;
+            crate::resource_quota::admit(self, res, ns, None, &obj, opts.dry_run).await?;
         }
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         if opts.dry_run {
@@ -439,6 +444,7 @@ impl Objects {
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
         let key = res.key(ns, name);
+        let mut admitted = false;
         for _ in 0..64 {
             let Some(kv) = self.store.get(&key).await? else {
                 return Err(ApiError::not_found(res, name));
@@ -458,6 +464,10 @@ impl Objects {
             // An unchanged object is not written, unless its stored form is stale
             // (e.g. encrypted with a key that is no longer the first): upstream's
             // GuaranteedUpdate rewrites those, which is how rotations re-encrypt.
+            if !admitted {
+                crate::resource_quota::admit_update(self, res, ns, &current, &next, dry_run).await?;
+                admitted = true;
+            }
             if (next == current && !self.store.is_stale(&key, kv.mod_revision)) || dry_run {
                 return Ok(next);
             }

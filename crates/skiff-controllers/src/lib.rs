@@ -22,6 +22,7 @@
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`root_ca_publisher`]: the `kube-root-ca.crt` ConfigMap of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
+//! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 //! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
 //!   pods, disruptions allowed) for the Eviction API.
 //!
@@ -55,6 +56,7 @@ pub mod node_lifecycle;
 pub mod pod_cache;
 pub mod replicaset;
 pub mod replication;
+pub mod resourcequota;
 pub mod revision;
 pub mod rollout;
 pub mod root_ca_publisher;
@@ -175,6 +177,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
         disruption::run(client.clone(), shutdown.clone()),
+        resourcequota::run(client.clone(), shutdown.clone()),
         endpoints::run(client, shutdown),
     );
     tracing::info!("controller-manager stopped");
