@@ -89,8 +89,12 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     match result {
         Ok(_) => tracing::debug!(namespace = %name, "published {CONFIGMAP_NAME}"),
-        // The namespace is gone or terminating: nothing to publish into.
-        Err(kube::Error::Api(s)) if current.is_none() && (s.code == 404 || s.code == 403) => {}
+        // The namespace is gone or terminating: nothing to publish into. Any other
+        // refusal (e.g. a ResourceQuota on configmaps that is full or not yet
+        // computed) is an error and retried, as upstream's publisher does.
+        Err(kube::Error::Api(s))
+            if current.is_none()
+                && (s.code == 404 || (s.code == 403 && s.message.contains("because it is being terminated"))) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
