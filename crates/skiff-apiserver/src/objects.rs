@@ -74,6 +74,7 @@ pub struct Written {
 pub struct Objects {
     store: Arc<dyn Store>,
     services: Arc<ServiceAllocator>,
+    watch_lines: Arc<crate::watch::SharedLines>,
 }
 
 /// The Service address ranges and the lock that serializes allocations from them.
@@ -167,7 +168,13 @@ impl Objects {
                 network,
                 lock: tokio::sync::Mutex::new(()),
             }),
+            watch_lines: Arc::default(),
         }
+    }
+
+    /// The encoded watch event lines shared by this apiserver's watches.
+    pub fn watch_lines(&self) -> Arc<crate::watch::SharedLines> {
+        self.watch_lines.clone()
     }
 
     /// The Service address ranges.

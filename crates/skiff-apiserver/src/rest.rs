@@ -261,14 +261,11 @@ pub async fn handle(
             let sel = Selectors::from_query(&q)?;
             if r.watch_path || flag(&q, "watch") {
                 let include = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
-                let render = move |obj: &Value| -> Value {
-                    if table_out {
-                        render_table(res, std::slice::from_ref(obj), json!({}), &include)
-                    } else {
-                        obj.clone()
-                    }
-                };
-                let rx = crate::watch::start(objects, res, ns, &q, sel, render).await?;
+                let render: crate::watch::Render = table_out.then(|| {
+                    Box::new(move |obj: Value| render_table(res, std::slice::from_ref(&obj), json!({}), &include))
+                        as Box<dyn Fn(Value) -> Value + Send>
+                });
+                let rx = crate::watch::start(objects, res, ns, &q, sel, render, objects.watch_lines()).await?;
                 let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
                 return Ok(Response::builder()
                     .status(200)

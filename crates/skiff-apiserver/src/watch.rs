@@ -2,8 +2,9 @@
 //! (k8s.io/apimachinery/pkg/watch, `metav1.WatchEvent`), with selectors,
 //! `resourceVersion` semantics, bookmarks, `sendInitialEvents` and `timeoutSeconds`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +21,70 @@ use crate::status::ApiError;
 
 /// How often a bookmark is sent when the client allows them.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+/// Number of recent events whose encoded line [`SharedLines`] keeps.
+const SHARED_LINES: usize = 4096;
 
+/// A converter of each watched object for output (a one-row `Table`); `None` sends
+/// objects as they are.
+pub type Render = Option<Box<dyn Fn(Value) -> Value + Send>>;
+
+/// The encoded lines of recent events, shared by the watches of one apiserver: a
+/// watch without selectors that sends objects as they are gets the line another
+/// watch already encoded for the same event, so each event is decoded and
+/// serialized once however many such watchers there are (as upstream's watch
+/// cache serializes an event once per encoding). Bounded to the last
+/// [`SHARED_LINES`] events; entries are keyed by revision and checked by key.
+#[derive(Default)]
+pub struct SharedLines {
+    inner: Mutex<LinesInner>,
+}
+
+#[derive(Default)]
+struct LinesInner {
+    lines: HashMap<i64, (String, Bytes)>,
+    order: VecDeque<i64>,
+}
+
+impl SharedLines {
+    /// The line of the event at `rev` on `key`, encoded by `encode` if no watcher
+    /// did yet (outside the lock, so watchers never wait on each other's encoding).
+    fn get_or_encode(&self, rev: i64, key: &str, encode: impl FnOnce() -> Option<Bytes>) -> Option<Bytes> {
+        if let Some((k, line)) = self.inner.lock().expect("shared watch lines").lines.get(&rev)
+            && k == key
+        {
+            return Some(line.clone());
+        }
+        let line = encode()?;
+        let mut inner = self.inner.lock().expect("shared watch lines");
+        if inner.lines.insert(rev, (key.to_string(), line.clone())).is_none() {
+            inner.order.push_back(rev);
+            if inner.order.len() > SHARED_LINES
+                && let Some(old) = inner.order.pop_front()
+            {
+                inner.lines.remove(&old);
+            }
+        }
+        Some(line)
+    }
+}
+
+/// One event line, `{"type":KIND,"object":OBJECT}` and a newline, serialized
+/// straight from `object` (no intermediate copy of it).
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut s = json!({"type": kind, "object": object}).to_string();
-    s.push('\n');
-    Bytes::from(s)
+    let mut out = Vec::with_capacity(64 + 4096);
+    out.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut out, kind).expect("a string always serializes");
+    out.extend_from_slice(b",\"object\":");
+    serde_json::to_writer(&mut out, object).expect("JSON values always serialize");
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+/// A deleted object carries the revision of its deletion as its resourceVersion.
+fn deleted_at(obj: &mut Value, rev: i64) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), json!(rev.to_string()));
+    }
 }
 
 fn bookmark(res: &ResourceInfo, rev: i64, initial_end: bool) -> Value {
@@ -36,14 +96,16 @@ fn bookmark(res: &ResourceInfo, rev: i64, initial_end: bool) -> Value {
 }
 
 /// Starts a watch; returns a channel of encoded event lines. `render` converts each
-/// object for output (identity, or a one-row `Table`).
+/// object for output (`None`: as it is). Lines of watches without selectors and
+/// without `render` come from `shared`.
 pub async fn start(
     objects: &Objects,
     res: &'static ResourceInfo,
     ns: Option<&str>,
     q: &HashMap<String, String>,
     sel: Selectors,
-    render: impl Fn(&Value) -> Value + Send + 'static,
+    render: Render,
+    shared: std::sync::Arc<SharedLines>,
 ) -> Result<mpsc::Receiver<Result<Bytes, Infallible>>, ApiError> {
     let prefix = res.namespace_prefix(ns);
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
@@ -74,6 +136,7 @@ pub async fn start(
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?;
     }
+    let render_is_identity = render.is_none();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let stream = match store.watch(&prefix, start_rev).await {
         Ok(s) => s,
@@ -85,9 +148,14 @@ pub async fn start(
         }
         Err(e) => return Err(e.into()),
     };
+    let render = move |obj: Value| match &render {
+        Some(r) => r(obj),
+        None => obj,
+    };
+    let shareable = render_is_identity && sel.is_empty();
     tokio::spawn(async move {
         let mut stream = stream;
-        for obj in &initial {
+        for obj in initial {
             if tx.send(Ok(line("ADDED", &render(obj)))).await.is_err() {
                 return;
             }
@@ -131,12 +199,39 @@ pub async fn start(
                         }
                     };
                     last_rev = ev.revision();
+                    if shareable {
+                        let kind = match ev.kind {
+                            EventKind::Created => "ADDED",
+                            EventKind::Updated => "MODIFIED",
+                            EventKind::Deleted => "DELETED",
+                        };
+                        let encoded = shared.get_or_encode(last_rev, &ev.kv.key, || {
+                            let mut obj = decode(&ev.kv).ok()?;
+                            if ev.kind == EventKind::Deleted {
+                                deleted_at(&mut obj, last_rev);
+                            }
+                            Some(line(kind, &obj))
+                        });
+                        if let Some(encoded) = encoded
+                            && tx.send(Ok(encoded)).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
                     let Ok(mut new) = decode(&ev.kv) else { continue };
-                    let old = ev.prev.as_ref().and_then(|kv| decode(kv).ok());
+                    // The previous version matters only to decide whether it matched
+                    // the selectors; without selectors everything matches.
+                    let everything = sel.is_empty();
+                    let old = if everything {
+                        None
+                    } else {
+                        ev.prev.as_ref().and_then(|kv| decode(kv).ok())
+                    };
                     let out = match ev.kind {
                         EventKind::Created => sel.matches(&new).then_some("ADDED"),
                         EventKind::Updated => {
-                            let was = old.as_ref().is_some_and(|o| sel.matches(o));
+                            let was = everything || old.as_ref().is_some_and(|o| sel.matches(o));
                             match (was, sel.matches(&new)) {
                                 (true, true) => Some("MODIFIED"),
                                 (false, true) => Some("ADDED"),
@@ -145,14 +240,12 @@ pub async fn start(
                             }
                         }
                         EventKind::Deleted => {
-                            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                                m.insert("resourceVersion".into(), json!(ev.revision().to_string()));
-                            }
+                            deleted_at(&mut new, ev.revision());
                             (sel.matches(&new) || old.as_ref().is_some_and(|o| sel.matches(o))).then_some("DELETED")
                         }
                     };
                     if let Some(kind) = out
-                        && tx.send(Ok(line(kind, &render(&new)))).await.is_err() {
+                        && tx.send(Ok(line(kind, &render(new)))).await.is_err() {
                             return;
                         }
                 }

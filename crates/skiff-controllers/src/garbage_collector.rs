@@ -8,6 +8,11 @@
 //! rebuilt from the watch caches on each sweep; an owner missing from the caches
 //! is confirmed absent with a live read before anything is deleted, so a lagging
 //! cache never deletes an object whose owner exists.
+//!
+//! Like upstream's metadata-only informers, the caches keep only what the graph
+//! needs: each object's metadata without managedFields, labels and annotations
+//! (names, uid, owner references, finalizers, deletion state, resourceVersion);
+//! its body is dropped as it arrives.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,7 +20,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -96,6 +102,41 @@ fn api_for(client: &kube::Client, kind: &Kind, ns: Option<&str>) -> Api<DynamicO
     }
 }
 
+/// Reduces a watched object to what the ownership graph reads.
+fn metadata_only(o: &mut DynamicObject) {
+    o.data = serde_json::Value::Null;
+    o.metadata.managed_fields = None;
+    o.metadata.labels = None;
+    o.metadata.annotations = None;
+}
+
+/// Whether a watch event can change what a sweep decides, so it is worth waking
+/// the collector for: a deletion, a relist, or an object whose owner references,
+/// finalizers or deletion state differ from the cached version (new objects
+/// without any of them cannot be dependents nor need finalizing). Status updates,
+/// lease renewals and the like do not wake it; the periodic sweep still runs.
+fn changes_graph(
+    cache: &reflector::Store<DynamicObject>,
+    ar: &ApiResource,
+    event: &watcher::Event<DynamicObject>,
+) -> bool {
+    let graph = |o: &DynamicObject| {
+        (
+            o.metadata.owner_references.clone().unwrap_or_default(),
+            o.metadata.finalizers.clone().unwrap_or_default(),
+            o.metadata.deletion_timestamp.is_some(),
+        )
+    };
+    match event {
+        watcher::Event::Init | watcher::Event::InitApply(_) => false,
+        watcher::Event::InitDone | watcher::Event::Delete(_) => true,
+        watcher::Event::Apply(o) => match cache.get(&ObjectRef::from_obj_with(o, ar.clone())) {
+            Some(old) => graph(&old) != graph(o),
+            None => graph(o) != Default::default(),
+        },
+    }
+}
+
 fn has_finalizer(o: &DynamicObject, f: &str) -> bool {
     o.metadata.finalizers.iter().flatten().any(|x| x == f)
 }
@@ -127,23 +168,31 @@ impl Collector {
             if !self.watched.insert(key) {
                 continue;
             }
-            let writer = reflector::store::Writer::<DynamicObject>::new(s.ar.clone());
+            let mut writer = reflector::store::Writer::<DynamicObject>::new(s.ar.clone());
             let store = writer.as_reader();
-            let stream = watcher(
+            let reader = store.clone();
+            let mut events = watcher(
                 Api::<DynamicObject>::all_with(self.client.clone(), &s.ar),
                 watcher::Config::default(),
             )
             .default_backoff()
-            .reflect(writer)
-            .touched_objects();
-            let (tx, token) = (wake.clone(), shutdown.clone());
+            .modify(metadata_only)
+            .boxed();
+            let (tx, token, ar) = (wake.clone(), shutdown.clone(), s.ar.clone());
             tokio::spawn(async move {
-                let mut stream = stream.boxed();
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => return,
-                        item = stream.next() => match item {
-                            Some(_) => { let _ = tx.try_send(()); }
+                        item = events.next() => match item {
+                            Some(Ok(event)) => {
+                                let wake = changes_graph(&reader, &ar, &event);
+                                writer.apply_watcher_event(&event);
+                                if wake {
+                                    let _ = tx.try_send(());
+                                }
+                            }
+                            // The watcher retries with backoff.
+                            Some(Err(_)) => {}
                             None => return,
                         }
                     }

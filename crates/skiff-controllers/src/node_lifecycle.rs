@@ -5,19 +5,31 @@
 //! `node.kubernetes.io/not-ready` (False) taints with effects NoSchedule and
 //! NoExecute, removed again when the node reports Ready. Evicting pods from tainted
 //! nodes after their tolerationSeconds is not done yet.
+//!
+//! As upstream, Nodes and the Leases of `kube-node-lease` come from watch-fed caches
+//! (reflector stores, without `managedFields`); every 5 s (upstream
+//! `--node-monitor-period`) each cached node is evaluated against them, and only a
+//! node whose condition or taints must change costs a request.
 
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// Upstream `--node-monitor-grace-period`.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(40);
+/// Upstream `--node-monitor-period`.
 const MONITOR_PERIOD: Duration = Duration::from_secs(5);
+/// Namespace of the nodes' heartbeat Leases.
+const LEASE_NAMESPACE: &str = "kube-node-lease";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
 
@@ -77,31 +89,24 @@ pub fn last_seen(node: &Node, lease: Option<&Lease>) -> Option<i64> {
     renew.max(heartbeat)
 }
 
-async fn monitor(client: &kube::Client) -> Result<(), kube::Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease_list = leases.list(&ListParams::default()).await?.items;
-    // By name: one lookup per node instead of a scan of every lease.
-    let by_name: std::collections::HashMap<&str, &Lease> = lease_list
-        .iter()
-        .filter_map(|l| Some((l.metadata.name.as_deref()?, l)))
-        .collect();
+/// One pass over the cached nodes: a node deleted or changed since the cache saw it
+/// fails only its own request, never the pass.
+async fn monitor(api: &Api<Node>, nodes: &Store<Node>, leases: &Store<Lease>) {
     let now = jiff::Timestamp::now();
-    for node in nodes.list(&ListParams::default()).await?.items {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        // A node deleted since the list must not stop the pass for every other node.
-        if let Err(e) = reconcile(&nodes, node, by_name.get(name.as_str()).copied(), now).await {
+    for node in nodes.state() {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let lease = leases.get(&ObjectRef::new(name).within(LEASE_NAMESPACE));
+        if let Err(e) = reconcile(api, &node, lease.as_deref(), now).await {
             tracing::warn!(node = %name, error = %e, "node lifecycle update failed");
         }
     }
-    Ok(())
 }
 
 /// Marks one node Ready=Unknown when its heartbeats stopped and sets its taints to
 /// match its readiness.
 async fn reconcile(
     nodes: &Api<Node>,
-    node: Node,
+    node: &Node,
     lease: Option<&Lease>,
     now: jiff::Timestamp,
 ) -> Result<(), kube::Error> {
@@ -112,8 +117,8 @@ async fn reconcile(
         .as_ref()
         .map(|t| t.0.as_second())
         .unwrap_or(0);
-    let seen = last_seen(&node, lease).unwrap_or(created);
-    let mut ready = ready_status(&node);
+    let seen = last_seen(node, lease).unwrap_or(created);
+    let mut ready = ready_status(node);
     if now.as_second() - seen > GRACE_PERIOD.as_secs() as i64 && ready != "Unknown" {
         tracing::warn!(node = %name, "node stopped posting status; marking Ready=Unknown");
         let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -155,15 +160,57 @@ async fn reconcile(
     Ok(())
 }
 
-/// Runs the node lifecycle controller until `shutdown`.
+/// Whether a reflector store has seen its first full list.
+fn synced<K>(store: &Store<K>) -> bool
+where
+    K: Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+}
+
+/// Drops what the controller never reads from a cached object.
+fn strip<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// Runs the node lifecycle controller until `shutdown`: watches Nodes and node
+/// Leases and, once both caches are filled, evaluates every node every 5 s.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let (leases, lease_writer) = reflector::store::<Lease>();
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(node_writer)
+        .map(|e| e.err().map(|e| ("node", e)))
+        .boxed();
+    let lease_events = watcher(
+        Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(strip)
+    .reflect(lease_writer)
+    .map(|e| e.err().map(|e| ("lease", e)))
+    .boxed();
+    let mut events = futures::stream::select(node_events, lease_events);
+    let api: Api<Node> = Api::all(client);
+    let mut ticker = tokio::time::interval(MONITOR_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Err(e) = monitor(&client).await {
-            tracing::warn!(error = %e, "node lifecycle pass failed");
-        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(MONITOR_PERIOD) => {}
+            event = events.next() => match event {
+                Some(Some((kind, e))) => tracing::warn!(error = %e, "{kind} watch failed; retrying"),
+                Some(None) => {}
+                None => return,
+            },
+            _ = ticker.tick() => {
+                if synced(&nodes) && synced(&leases) {
+                    monitor(&api, &nodes, &leases).await;
+                }
+            }
         }
     }
 }

@@ -3,9 +3,16 @@
 //! ReplicaSet controller's claim step needs without listing from the apiserver.
 //! Each change is reported as a [`PodChange`] so controllers can observe their
 //! expectations and trigger reconciles in watch order.
+//!
+//! Memory: several controllers keep a cache each (as upstream's controllers each
+//! have their own informer handlers), so a pod is stored once per process and
+//! shared: every cache holding the same version (uid and resourceVersion) of a pod
+//! holds the same `Arc` (module-private interning table, like the shared informer
+//! of upstream's kube-controller-manager). `managedFields`, which no controller
+//! reads, are dropped before a pod is cached.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -29,6 +36,42 @@ pub enum PodChange {
     },
     /// A pod that is gone.
     Deleted(Arc<Pod>),
+}
+
+/// The pods cached anywhere in the process, by uid, as weak references to the
+/// version last interned; entries of pods no cache holds any more are purged.
+#[derive(Default)]
+struct Interned {
+    pods: HashMap<String, Weak<Pod>>,
+    /// Number of entries after the last purge of dead ones.
+    live_after_purge: usize,
+}
+
+static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(Default::default);
+
+/// The shared `Arc` for this version of the pod (without managedFields): the one
+/// already cached elsewhere if it is equal, else `pod`, which becomes the shared one.
+fn intern(mut pod: Pod) -> Arc<Pod> {
+    pod.metadata.managed_fields = None;
+    let u = uid(&pod);
+    if u.is_empty() || pod.metadata.resource_version.is_none() {
+        return Arc::new(pod);
+    }
+    let mut table = INTERNED.lock().expect("pod interning table");
+    if let Some(known) = table.pods.get(&u).and_then(Weak::upgrade)
+        && known.metadata.resource_version == pod.metadata.resource_version
+        && *known == pod
+    {
+        return known;
+    }
+    let pod = Arc::new(pod);
+    table.pods.insert(u, Arc::downgrade(&pod));
+    // Amortized purge of pods no cache holds (deleted pods, dropped caches).
+    if table.pods.len() > 2 * table.live_after_purge + 1024 {
+        table.pods.retain(|_, w| w.strong_count() > 0);
+        table.live_after_purge = table.pods.len();
+    }
+    pod
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +135,8 @@ impl PodCache {
 
     /// Records a new version of a pod.
     pub fn apply(&self, pod: Pod) -> PodChange {
-        self.inner.write().expect("pod cache").put(Arc::new(pod))
+        let pod = intern(pod);
+        self.inner.write().expect("pod cache").put(pod)
     }
 
     /// Records a deletion; `None` if the pod was unknown.
@@ -103,8 +147,9 @@ impl PodCache {
     /// Replaces the contents after a relist, reporting what changed (pods missing
     /// from the list are reported deleted).
     pub fn replace(&self, pods: Vec<Pod>) -> Vec<PodChange> {
+        let pods: Vec<Arc<Pod>> = pods.into_iter().map(intern).collect();
         let mut inner = self.inner.write().expect("pod cache");
-        let listed: HashSet<String> = pods.iter().map(uid).collect();
+        let listed: HashSet<String> = pods.iter().map(|p| uid(p)).collect();
         let gone: Vec<String> = inner.pods.keys().filter(|u| !listed.contains(*u)).cloned().collect();
         let mut changes: Vec<PodChange> = gone.iter().filter_map(|u| inner.remove(u)).collect();
         for p in pods {
@@ -113,7 +158,7 @@ impl PodCache {
                 .get(&uid(&p))
                 .is_some_and(|o| o.metadata.resource_version == p.metadata.resource_version);
             if !unchanged {
-                changes.push(inner.put(Arc::new(p)));
+                changes.push(inner.put(p));
             }
         }
         changes

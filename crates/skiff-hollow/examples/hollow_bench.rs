@@ -6,16 +6,18 @@
 //! - baseline (same run, same server, before the hollow nodes): one client
 //!   registering N nodes the plain way, one request at a time (create the Node with
 //!   its status, create its Lease), then removing them;
-//! - time from starting `skiff hollow` until all N nodes are Ready (watched);
+//! - time from starting `skiff hollow` until all N nodes are Ready (watched), then an
+//!   idle window (nodes only, no pods): the server's CPU use and resident memory;
 //! - pods: time from creating the Deployments until all M pods are scheduled and
 //!   until all are Running and Ready, as rates, plus the p50/p99 of each pod's
 //!   first-seen-to-Ready time as this driver's watch observes it;
 //! - steady state: after the pods run, a quiet window in which only heartbeats flow:
 //!   the hollow process's CPU use, and whether every node stayed Ready;
-//! - resident memory (current and peak) of the hollow process per node, and of the server.
+//! - resident memory (current and peak) of the hollow process per node, and of the
+//!   server, with its growth from the idle window to the end per pod.
 //!
 //! Usage: `hollow_bench --skiff PATH [--nodes 1000] [--pods 10000] [--per-deployment 1000]
-//! [--steady-seconds 30] [--max-in-flight 64]`.
+//! [--idle-seconds 20] [--steady-seconds 30] [--max-in-flight 64]`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ struct Args {
     pods: u32,
     per_deployment: u32,
     steady_seconds: u64,
+    idle_seconds: u64,
     max_in_flight: u32,
 }
 
@@ -46,6 +49,7 @@ fn args() -> Args {
         pods: 10_000,
         per_deployment: 1000,
         steady_seconds: 30,
+        idle_seconds: 20,
         max_in_flight: 64,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +66,7 @@ fn args() -> Args {
             "--pods" => a.pods = num() as u32,
             "--per-deployment" => a.per_deployment = num() as u32,
             "--steady-seconds" => a.steady_seconds = num(),
+            "--idle-seconds" => a.idle_seconds = num(),
             "--max-in-flight" => a.max_in_flight = num() as u32,
             other => panic!("unknown flag {other}"),
         }
@@ -310,8 +315,13 @@ async fn main() {
     }
     let nodes_ready_secs = t_hollow.elapsed().as_secs_f64();
     drop(node_events);
-    let (hollow_rss_nodes, _) = rss_kib(hollow_pid);
     eprintln!("{} hollow nodes Ready in {nodes_ready_secs:.1} s", a.nodes);
+    // Idle: nodes only, heartbeats and the controllers' passes, no pods yet.
+    let idle_cpu0 = cpu_seconds(server_pid);
+    tokio::time::sleep(Duration::from_secs(a.idle_seconds)).await;
+    let idle_server_cpu = (cpu_seconds(server_pid) - idle_cpu0) / a.idle_seconds.max(1) as f64;
+    let (hollow_rss_nodes, _) = rss_kib(hollow_pid);
+    let (server_rss_nodes, _) = rss_kib(server_pid);
 
     // Pods through Deployments.
     let ns: Api<Namespace> = Api::all(client.clone());
@@ -442,6 +452,8 @@ async fn main() {
         "steady_window_seconds": a.steady_seconds,
         "steady_hollow_cpu_cores": round(steady_cpu),
         "steady_server_cpu_cores": round(steady_server_cpu),
+        "idle_window_seconds": a.idle_seconds,
+        "idle_server_cpu_cores_nodes_only": round(idle_server_cpu),
         "nodes_not_ready_after_steady": not_ready,
         "hollow_rss_kib_nodes_only": hollow_rss_nodes,
         "hollow_rss_kib": hollow_rss,
@@ -450,6 +462,8 @@ async fn main() {
         "hollow_peak_rss_bytes_per_node": hollow_hwm * 1024 / u64::from(a.nodes),
         "server_rss_kib": server_rss,
         "server_peak_rss_kib": server_hwm,
+        "server_rss_kib_nodes_only": server_rss_nodes,
+        "server_rss_kib_per_pod": round(server_rss.saturating_sub(server_rss_nodes) as f64 / f64::from(a.pods.max(1))),
     });
     println!("{out}");
     println!(
@@ -480,9 +494,12 @@ async fn main() {
         a.steady_seconds
     );
     println!(
-        "server: RSS {:.1} MiB, peak {:.1} MiB; steady {:.3} cores",
+        "server: RSS {:.1} MiB ({:.1} MiB with nodes only, {:.1} KiB per pod), peak {:.1} MiB; {:.3} cores idle with nodes only, {:.3} cores steady with pods",
         server_rss as f64 / 1024.0,
+        server_rss_nodes as f64 / 1024.0,
+        server_rss.saturating_sub(server_rss_nodes) as f64 / f64::from(a.pods.max(1)),
         server_hwm as f64 / 1024.0,
+        idle_server_cpu,
         steady_server_cpu
     );
 }
