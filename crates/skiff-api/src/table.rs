@@ -810,6 +810,66 @@ mod tests {
     }
 
     #[test]
+    fn storage_rows() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let created = "2026-01-01T00:00:00Z";
+        let sc = json!({"metadata": {"name": "local-path", "creationTimestamp": created,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"});
+        let t = table("StorageClass", &[sc], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "local-path (default)",
+                "rancher.io/local-path",
+                "Delete",
+                "WaitForFirstConsumer",
+                "false",
+                "60s"
+            ])
+        );
+        let pvc = json!({"metadata": {"name": "data", "creationTimestamp": created},
+            "spec": {"volumeName": "pvc-1", "storageClassName": "local-path", "volumeMode": "Filesystem"},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"]}});
+        let t = table("PersistentVolumeClaim", &[pvc], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "data",
+                "Bound",
+                "pvc-1",
+                "1Gi",
+                "RWO,RWX",
+                "local-path",
+                "<unset>",
+                "60s",
+                "Filesystem"
+            ])
+        );
+        let pv = json!({"metadata": {"name": "pvc-1", "creationTimestamp": created},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Delete",
+                     "claimRef": {"namespace": "default", "name": "data"}, "storageClassName": "local-path", "volumeMode": "Filesystem"},
+            "status": {"phase": "Bound"}});
+        let t = table("PersistentVolume", &[pv], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "pvc-1",
+                "1Gi",
+                "RWO",
+                "Delete",
+                "Bound",
+                "default/data",
+                "local-path",
+                "<unset>",
+                "",
+                "60s",
+                "Filesystem"
+            ])
+        );
+    }
+
+    #[test]
     fn pod_status_reasons() {
         let waiting = json!({"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}]}});
         assert_eq!(pod_status(&waiting), "ImagePullBackOff");
