@@ -95,6 +95,38 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Endpoints", "string", 0),
             ("Age", "string", 0),
         ],
+        "StorageClass" => vec![
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
+            ("Age", "string", 0),
+        ],
+        "PersistentVolume" => vec![
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        "PersistentVolumeClaim" => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
         _ => vec![("Name", "string", 0), ("Age", "string", 0)],
     }
 }
@@ -151,6 +183,27 @@ fn s<'a>(obj: &'a Value, path: &str) -> &'a str {
 
 fn i(obj: &Value, path: &str) -> i64 {
     obj.pointer(path).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_default<'a>(v: &'a str, default: &'a str) -> &'a str {
+    if v.is_empty() { default } else { v }
+}
+
+/// Access modes as upstream prints them (`RWO,ROX,RWX,RWOP`).
+fn access_modes(modes: Option<&Value>) -> String {
+    let modes: Vec<&str> = modes
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+        .iter()
+        .zip(["RWO", "ROX", "RWX", "RWOP"])
+        .filter(|(m, _)| modes.contains(m))
+        .map(|(_, short)| short)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn or_none(v: String) -> String {
@@ -508,6 +561,78 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 json!(age(o, "/metadata/creationTimestamp", now)),
             ]
         }
+        "StorageClass" => {
+            let default = [
+                "storageclass.kubernetes.io/is-default-class",
+                "storageclass.beta.kubernetes.io/is-default-class",
+            ]
+            .iter()
+            .any(|k| {
+                o.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(*k))
+                    .and_then(Value::as_str)
+                    == Some("true")
+            });
+            let shown = if default {
+                format!("{name} (default)")
+            } else {
+                name.to_string()
+            };
+            vec![
+                json!(shown),
+                json!(s(o, "/provisioner")),
+                json!(or_default(s(o, "/reclaimPolicy"), "Delete")),
+                json!(or_default(s(o, "/volumeBindingMode"), "Immediate")),
+                json!(
+                    o.get("allowVolumeExpansion")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                        .to_string()
+                ),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
+        }
+        "PersistentVolume" => {
+            let claim = match (s(o, "/spec/claimRef/namespace"), s(o, "/spec/claimRef/name")) {
+                (_, "") => String::new(),
+                (ns, n) => format!("{ns}/{n}"),
+            };
+            vec![
+                json!(name),
+                json!(s(o, "/spec/capacity/storage")),
+                json!(access_modes(o.pointer("/spec/accessModes"))),
+                json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
+                json!(s(o, "/status/phase")),
+                json!(claim),
+                json!(s(o, "/spec/storageClassName")),
+                json!(or_default(s(o, "/spec/volumeAttributesClassName"), "<unset>")),
+                json!(s(o, "/status/reason")),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+                json!(s(o, "/spec/volumeMode")),
+            ]
+        }
+        "PersistentVolumeClaim" => {
+            let bound = !s(o, "/spec/volumeName").is_empty();
+            vec![
+                json!(name),
+                json!(if o.pointer("/metadata/deletionTimestamp").is_some() {
+                    "Terminating"
+                } else {
+                    s(o, "/status/phase")
+                }),
+                json!(s(o, "/spec/volumeName")),
+                json!(if bound { s(o, "/status/capacity/storage") } else { "" }),
+                json!(if bound {
+                    access_modes(o.pointer("/status/accessModes"))
+                } else {
+                    String::new()
+                }),
+                json!(s(o, "/spec/storageClassName")),
+                json!(or_default(s(o, "/spec/volumeAttributesClassName"), "<unset>")),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+                json!(s(o, "/spec/volumeMode")),
+            ]
+        }
         "Lease" => vec![
             json!(name),
             json!(s(o, "/spec/holderIdentity")),
@@ -682,6 +807,66 @@ mod tests {
             ])
         );
         assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "web-1");
+    }
+
+    #[test]
+    fn storage_rows() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let created = "2026-01-01T00:00:00Z";
+        let sc = json!({"metadata": {"name": "local-path", "creationTimestamp": created,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"});
+        let t = table("StorageClass", &[sc], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "local-path (default)",
+                "rancher.io/local-path",
+                "Delete",
+                "WaitForFirstConsumer",
+                "false",
+                "60s"
+            ])
+        );
+        let pvc = json!({"metadata": {"name": "data", "creationTimestamp": created},
+            "spec": {"volumeName": "pvc-1", "storageClassName": "local-path", "volumeMode": "Filesystem"},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"]}});
+        let t = table("PersistentVolumeClaim", &[pvc], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "data",
+                "Bound",
+                "pvc-1",
+                "1Gi",
+                "RWO,RWX",
+                "local-path",
+                "<unset>",
+                "60s",
+                "Filesystem"
+            ])
+        );
+        let pv = json!({"metadata": {"name": "pvc-1", "creationTimestamp": created},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Delete",
+                     "claimRef": {"namespace": "default", "name": "data"}, "storageClassName": "local-path", "volumeMode": "Filesystem"},
+            "status": {"phase": "Bound"}});
+        let t = table("PersistentVolume", &[pv], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "pvc-1",
+                "1Gi",
+                "RWO",
+                "Delete",
+                "Bound",
+                "default/data",
+                "local-path",
+                "<unset>",
+                "",
+                "60s",
+                "Filesystem"
+            ])
+        );
     }
 
     #[test]

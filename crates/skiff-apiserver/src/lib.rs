@@ -35,6 +35,7 @@ pub mod service_alloc;
 pub mod serviceaccount_admission;
 pub mod serviceaccount_token;
 pub mod status;
+pub mod storage_admission;
 pub mod stream_proxy;
 pub mod watch;
 

@@ -398,6 +398,9 @@ impl Objects {
             ("apps", "Deployment" | "ReplicaSet") => {
                 obj["status"] = json!({});
             }
+            ("", "PersistentVolumeClaim" | "PersistentVolume") | ("storage.k8s.io", "StorageClass") => {
+                crate::storage_admission::admit(self, res.kind, &mut obj).await?;
+            }
             ("", "Service") => {
                 _service_guard = Some(self.lock_service_allocations().await);
                 let name = obj

@@ -23,6 +23,8 @@
 //! - [`root_ca_publisher`]: the `kube-root-ca.crt` ConfigMap of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
+//! - [`persistentvolume`]: binding claims to volumes, reclaim, the protection
+//!   finalizers, and the local-path provisioner.
 //! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
 //!   pods, disruptions allowed) for the Eviction API.
 //!
@@ -53,6 +55,7 @@ pub mod job;
 pub use skiff_leader as leader_election;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod persistentvolume;
 pub mod pod_cache;
 pub mod replicaset;
 pub mod replication;
@@ -100,6 +103,9 @@ pub struct Options {
     /// published by [`root_ca_publisher`] as `kube-root-ca.crt` in every namespace;
     /// `None` leaves that controller off.
     pub root_ca_pem: Option<String>,
+    /// The local-path provisioner's settings (`--default-local-storage-path`);
+    /// with them the default StorageClass `local-path` is created if absent.
+    pub local_path: Option<persistentvolume::LocalPath>,
 }
 
 /// Campaigns for the Lease `kube-system/kube-controller-manager` with the
@@ -155,6 +161,7 @@ pub async fn run_elected_with_options(
 /// Runs every controller until `shutdown` is cancelled, without leader election.
 async fn run_controllers(client: kube::Client, shutdown: CancellationToken, options: Options) {
     tracing::info!("controller-manager started");
+    let local_path = options.local_path.clone();
     let root_ca = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         async move {
@@ -178,6 +185,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         root_ca,
         disruption::run(client.clone(), shutdown.clone()),
         resourcequota::run(client.clone(), shutdown.clone()),
+        persistentvolume::run(client.clone(), local_path, shutdown.clone()),
         endpoints::run(client, shutdown),
     );
     tracing::info!("controller-manager stopped");

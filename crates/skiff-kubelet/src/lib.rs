@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod atomic_writer;
+pub mod claims;
 pub mod cni;
 pub mod containerd;
 pub mod cri;

@@ -278,7 +278,8 @@ pub async fn env(
     Ok(env)
 }
 
-/// Bind mounts for the container's volumeMounts (emptyDir and hostPath volumes).
+/// Bind mounts for the container's volumeMounts (emptyDir, hostPath, API-backed
+/// and persistentVolumeClaim volumes).
 pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Vec<cri::Mount>, String> {
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
     let mut out = Vec::new();
@@ -298,9 +299,16 @@ pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Ve
             hp.path.clone()
         } else if crate::volumes::is_api_backed(v) {
             crate::volumes::volume_dir(root_dir, uid, &v.name).display().to_string()
+        } else if v.persistent_volume_claim.is_some() {
+            // Set up by crate::claims before the sandbox: a link to the volume.
+            let link = crate::volumes::volume_dir(root_dir, uid, &v.name);
+            std::fs::canonicalize(&link)
+                .map_err(|e| format!("volume {}: {}: {e}", v.name, link.display()))?
+                .display()
+                .to_string()
         } else {
             return Err(format!(
-                "volume {}: only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported yet",
+                "volume {}: only emptyDir, hostPath, persistentVolumeClaim, configMap, secret, downwardAPI and projected volumes are supported yet",
                 v.name
             ));
         };
@@ -323,6 +331,7 @@ pub fn mounts(root_dir: &Path, uid: &str, pod: &Pod, c: &Container) -> Result<Ve
             container_path: vm.mount_path.clone(),
             host_path,
             readonly: vm.read_only == Some(true)
+                || v.persistent_volume_claim.as_ref().and_then(|c| c.read_only) == Some(true)
                 || v.config_map.is_some()
                 || v.secret.is_some()
                 || v.projected.is_some()

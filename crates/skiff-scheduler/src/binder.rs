@@ -17,6 +17,7 @@ use crate::SCHEDULER_NAME;
 pub struct Binder {
     client: kube::Client,
     events: Mutex<Aggregator>,
+    volumes: Option<std::sync::Arc<crate::plugins::volume_binding::Volumes>>,
 }
 
 fn reference(p: &Pod) -> ObjectReference {
@@ -44,13 +45,30 @@ impl Binder {
         Self {
             client,
             events: Mutex::new(Aggregator::default()),
+            volumes: None,
         }
+    }
+
+    /// Runs the VolumeBinding PreBind step before each binding.
+    pub fn with_volumes(mut self, volumes: std::sync::Arc<crate::plugins::volume_binding::Volumes>) -> Self {
+        self.volumes = Some(volumes);
+        self
     }
 
     /// Binds `pod` to `node` and records `Scheduled`. The binding carries the pod's
     /// uid so it cannot land on a recreated pod of the same name.
     pub async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {
         let (ns, name) = names(pod);
+        if let Some(volumes) = &self.volumes
+            && let Err(e) = volumes.pre_bind(pod, node).await
+        {
+            let message = format!("running PreBind plugin \"VolumeBinding\": {e}");
+            return Err(kube::Error::Api(
+                kube::core::Status::failure(&message, "InternalError")
+                    .with_code(500)
+                    .boxed(),
+            ));
+        }
         let binding = Binding {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

@@ -277,6 +277,12 @@ impl Profile {
         Ok(Self { filters, scorers })
     }
 
+    /// Appends a filter that needs state the registry cannot give it (e.g. watch
+    /// caches); it runs after the profile's other filters.
+    pub fn add_filter(&mut self, filter: Box<dyn FilterPlugin>) {
+        self.filters.push(filter);
+    }
+
     /// Runs the filters on one node, stopping at the first failure as upstream's
     /// `RunFilterPlugins` does.
     pub fn run_filters(&self, pod: &PodInfo, node: &NodeInfo) -> Status {

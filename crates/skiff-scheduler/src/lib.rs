@@ -269,8 +269,10 @@ pub async fn run_elected(
 
 /// The scheduling loop, until `shutdown` is cancelled.
 async fn schedule(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let profile = Profile::new(&plugins::registry(), &plugins::default_plugins())?;
-    let binder = Arc::new(Binder::new(client.clone()));
+    let mut profile = Profile::new(&plugins::registry(), &plugins::default_plugins())?;
+    let volumes = plugins::volume_binding::Volumes::start(client.clone(), shutdown.clone());
+    profile.add_filter(Box::new(plugins::volume_binding::VolumeBinding::new(volumes.clone())));
+    let binder = Arc::new(Binder::new(client.clone()).with_volumes(volumes.clone()));
     let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -299,6 +301,7 @@ async fn schedule(client: kube::Client, shutdown: CancellationToken) -> Result<(
                 None => return Ok(()),
             },
             Some(b) = bound_rx.recv() => s.on_bound(b, &binder, Instant::now()),
+            _ = volumes.changed() => s.queue.move_all(Instant::now()),
             _ = tokio::time::sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
             _ = std::future::ready(()), if more => {}
         }

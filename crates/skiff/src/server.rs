@@ -123,6 +123,9 @@ pub struct ServerArgs {
     /// Do not take scheduled snapshots.
     #[arg(long)]
     disable_snapshots: bool,
+    /// Directory of the local-path provisioner's volumes (default: DATA_DIR/storage), as k3s's flag.
+    #[arg(long)]
+    default_local_storage_path: Option<PathBuf>,
 }
 
 /// The scheduled-snapshot settings, validated (`None` with `--disable-snapshots`).
@@ -476,6 +479,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let token = shutdown.clone();
     let controller_options = skiff_controllers::Options {
         root_ca_pem: Some(pki.ca_pem.clone()),
+        local_path: Some(skiff_controllers::persistentvolume::LocalPath {
+            base: args
+                .default_local_storage_path
+                .clone()
+                .unwrap_or_else(|| data_dir.join("storage")),
+        }),
     };
     tasks.spawn(async move {
         skiff_controllers::run_with_options(controller_client, token, controller_options)

@@ -321,8 +321,12 @@ pub fn cluster_roles() -> Vec<Value> {
                         "pods/eviction",
                         // StatefulSet volumeClaimTemplates.
                         "persistentvolumeclaims",
+                        // The local-path provisioner.
+                        "persistentvolumes",
                     ],
                 ),
+                // The default StorageClass, created at start (k3s applies it as an add-on).
+                rule(&["create"], &["storage.k8s.io"], &["storageclasses"]),
                 rule(&["create"], &["apps"], &["replicasets", "controllerrevisions"]),
                 // CronJobs create Jobs.
                 rule(&["create"], &["batch"], &["jobs"]),
@@ -359,6 +363,12 @@ pub fn cluster_roles() -> Vec<Value> {
                         "persistentvolumeclaims",
                         "persistentvolumes",
                     ],
+                ),
+                // VolumeBinding's PreBind (upstream `system:volume-scheduler`).
+                rule(
+                    &["patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
                 ),
                 rule(READ, &["apps"], &["replicasets", "statefulsets"]),
                 rule(READ, &["policy"], &["poddisruptionbudgets"]),
@@ -612,6 +622,13 @@ mod tests {
         let cm = u("system:kube-controller-manager", &[]);
         assert!(allowed(&p, &cm, &req("update", "", "namespaces", "finalize", "")));
         assert!(allowed(&p, &cm, &req("create", "apps", "replicasets", "", "default")));
+        assert!(allowed(&p, &cm, &req("create", "", "persistentvolumes", "", "")));
+        let sched = u("system:kube-scheduler", &[]);
+        assert!(allowed(
+            &p,
+            &sched,
+            &req("patch", "", "persistentvolumeclaims", "", "default")
+        ));
         let proxy = u("system:kube-proxy", &[]);
         assert!(allowed(&p, &proxy, &req("list", "", "services", "", "")));
         assert!(!allowed(&p, &proxy, &req("list", "", "secrets", "", "")));

@@ -111,8 +111,16 @@ impl ControlPlane {
         let c = self.client.clone();
         let options = skiff_controllers::Options {
             root_ca_pem: Some(self.ca_pem.clone()),
+            local_path: Some(skiff_controllers::persistentvolume::LocalPath {
+                base: self.storage_dir(),
+            }),
         };
         tokio::spawn(async move { skiff_controllers::run_with_options(c, token, options).await });
+    }
+
+    /// Where the local-path provisioner of [`Self::start_controllers`] puts volumes.
+    pub fn storage_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("storage")
     }
 
     /// The `holderIdentity` of the controller manager's Lease, if held.
@@ -126,8 +134,12 @@ impl ControlPlane {
         lease.spec?.holder_identity.filter(|h| !h.is_empty())
     }
 
-    /// Registers a Ready node with the given allocatable cpu and memory, as a kubelet would.
-    pub async fn add_node(&self, name: &str, cpu: &str, memory: &str, labels: serde_json::Value) {
+    /// Registers a Ready node with the given allocatable cpu and memory, as a kubelet would
+    /// (with the `kubernetes.io/hostname` label a kubelet sets, unless `labels` has one).
+    pub async fn add_node(&self, name: &str, cpu: &str, memory: &str, mut labels: serde_json::Value) {
+        if let Some(l) = labels.as_object_mut() {
+            l.entry("kubernetes.io/hostname").or_insert(json!(name));
+        }
         let nodes: Api<Node> = Api::all(self.client.clone());
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels},

@@ -110,6 +110,8 @@ struct Worker {
     sandbox_backoff: Option<(Duration, Instant)>,
     /// When configMap/secret/downwardAPI volume files were last refreshed.
     volumes_refreshed: Option<Instant>,
+    /// Whether the pod's persistentVolumeClaim volumes are set up.
+    claims_ready: bool,
     containers: HashMap<String, ContainerState>,
     last_status: Option<Value>,
     start_time: Option<String>,
@@ -229,6 +231,7 @@ pub async fn run(
                         uid: uid.clone(),
                         sandbox_backoff: None,
                         volumes_refreshed: None,
+                        claims_ready: false,
                         containers: HashMap::new(),
                         last_status: None,
                         start_time: None,
@@ -284,6 +287,7 @@ async fn cleanup_orphans(
             uid,
             sandbox_backoff: None,
             volumes_refreshed: None,
+            claims_ready: false,
             containers: HashMap::new(),
             last_status: None,
             start_time: None,

@@ -126,6 +126,23 @@ impl Worker {
         {
             return Err(Error::Cri("waiting to retry creating the pod sandbox".into()));
         }
+        if !self.claims_ready && crate::claims::has_claims(pod) {
+            match crate::claims::setup(&self.shared.client, &self.shared.cfg.root_dir, &self.uid, pod).await {
+                Ok(()) => self.claims_ready = true,
+                Err(msg) => {
+                    self.shared
+                        .event(
+                            pod,
+                            EventType::Warning,
+                            "FailedMount",
+                            &format!("Unable to attach or mount volumes: {msg}"),
+                            None,
+                        )
+                        .await;
+                    return Ok(self.waiting_for_volumes(pod));
+                }
+            }
+        }
         let (sandbox_id, pod_ip, sandbox) = match self.ensure_sandbox(pod).await {
             Ok(x) => {
                 self.sandbox_backoff = None;
@@ -211,6 +228,28 @@ impl Worker {
             );
         }
         Ok(self.status(pod, &pod_ip, init_done, init_failed, &init_views, &app_views))
+    }
+
+    /// The status of a pod whose volumes are not ready: nothing started, every
+    /// container waiting (`ContainerCreating`, or `PodInitializing` behind init
+    /// containers).
+    fn waiting_for_volumes(&mut self, pod: &Pod) -> Value {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits = spec.init_containers.unwrap_or_default();
+        let view = |c: &k8s_openapi::api::core::v1::Container, reason: &str| ContainerView {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            waiting: Some((reason.into(), String::new())),
+            ..Default::default()
+        };
+        let app_reason = if inits.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        let init_views: Vec<ContainerView> = inits.iter().map(|c| view(c, "PodInitializing")).collect();
+        let app_views: Vec<ContainerView> = spec.containers.iter().map(|c| view(c, app_reason)).collect();
+        self.status(pod, "", inits.is_empty(), false, &init_views, &app_views)
     }
 
     pub(super) fn status(

@@ -1,6 +1,8 @@
 //! In-tree plugins with upstream semantics (pkg/scheduler/framework/plugins), one
 //! module each, and the default profile (upstream `getDefaultPlugins` order and
-//! score weights).
+//! score weights). [`volume_binding`] reads watch caches, so it is added to the
+//! profile by the scheduling loop (after the others, where upstream runs it)
+//! rather than built from this registry.
 
 pub mod balanced_allocation;
 pub mod node_affinity;
@@ -10,6 +12,7 @@ pub mod node_ready;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use crate::framework::{Plugin, PluginSpec, Registry};
 
