@@ -22,6 +22,8 @@
 //! - [`serviceaccount`]: the `default` ServiceAccount of every namespace.
 //! - [`root_ca_publisher`]: the `kube-root-ca.crt` ConfigMap of every namespace.
 //! - [`node_lifecycle`]: Ready=Unknown and taints for nodes that stop reporting.
+//! - [`taint_eviction`]: deleting pods that do not (or no longer) tolerate their
+//!   node's `NoExecute` taints.
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 //! - [`persistentvolume`]: binding claims to volumes, reclaim, the protection
 //!   finalizers, and the local-path provisioner.
@@ -66,6 +68,7 @@ pub mod root_ca_publisher;
 pub mod scheduling;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod taint_eviction;
 
 use tokio_util::sync::CancellationToken;
 
@@ -181,6 +184,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
+        taint_eviction::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
         disruption::run(client.clone(), shutdown.clone()),

@@ -3,8 +3,8 @@
 //! upstream `--node-monitor-grace-period`) gets `Ready=Unknown` with reason
 //! `NodeStatusUnknown`; nodes get the `node.kubernetes.io/unreachable` (Unknown) or
 //! `node.kubernetes.io/not-ready` (False) taints with effects NoSchedule and
-//! NoExecute, removed again when the node reports Ready. Evicting pods from tainted
-//! nodes after their tolerationSeconds is not done yet.
+//! NoExecute, removed again when the node reports Ready. Pods are then evicted by
+//! [`crate::taint_eviction`] once their tolerationSeconds of those taints have passed.
 //!
 //! As upstream, Nodes and the Leases of `kube-node-lease` come from watch-fed caches
 //! (reflector stores, without `managedFields`); every 5 s (upstream
