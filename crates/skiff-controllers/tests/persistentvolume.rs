@@ -192,16 +192,18 @@ async fn unbound_immediate_claims_keep_pods_pending() {
     create_claim(&cp.client, "nothing", Some(""), "1Gi").await;
     create_pod(&cp.client, "p", "nothing").await;
     let pods: Api<Pod> = Api::namespaced(cp.client.clone(), "default");
-    let message = eventually("PodScheduled=False", WAIT, || async {
+    // The scheduler may see the pod before its claim cache has the claim (then the
+    // reason is `persistentvolumeclaim "nothing" not found`); the claim's arrival
+    // retries the pod, and the reason settles on the unbound claim.
+    eventually("PodScheduled=False for the unbound immediate claim", WAIT, || async {
         let p = pods.get("p").await.ok()?;
         let c = p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")?;
-        (c.status == "False").then_some(c.message.unwrap_or_default())
+        (c.status == "False"
+            && c.message.as_deref()
+                == Some("0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."))
+        .then_some(())
     })
     .await;
-    assert_eq!(
-        message,
-        "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."
-    );
     // A volume that fits lets it schedule.
     create_pv(&cp.client, "late", "1Gi").await;
     let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "late-none"},
