@@ -388,6 +388,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // PKI.
     let tls_dir = data_dir.join("tls");
     let pki = Pki::load_or_create(&tls_dir).context("cluster CA")?;
+    // The `default/kubernetes` Service's ClusterIP, which in-cluster clients dial.
+    let kubernetes_service_ip = service_network(&args)?.kubernetes_service_ip().to_string();
     let mut sans: Vec<String> = vec![
         "localhost".into(),
         "127.0.0.1".into(),
@@ -395,7 +397,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "kubernetes.default".into(),
         "kubernetes.default.svc".into(),
         format!("kubernetes.default.svc.{}", args.cluster_domain),
-        "10.43.0.1".into(),
+        kubernetes_service_ip,
         node_ip.to_string(),
         hostname(),
     ];
