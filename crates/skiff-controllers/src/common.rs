@@ -203,3 +203,18 @@ pub fn has_true_condition(p: &Pod, type_: &str) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
+
+/// Whether a reflector store has seen its first full list (without waiting for it).
+pub fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+}
+
+/// Drops `managedFields`, which no controller reads, from an object before it is cached.
+pub fn strip_managed_fields<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}

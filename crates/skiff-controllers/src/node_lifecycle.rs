@@ -13,13 +13,12 @@
 
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -160,20 +159,6 @@ async fn reconcile(
     Ok(())
 }
 
-/// Whether a reflector store has seen its first full list.
-fn synced<K>(store: &Store<K>) -> bool
-where
-    K: Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
-}
-
-/// Drops what the controller never reads from a cached object.
-fn strip<K: Resource>(o: &mut K) {
-    o.meta_mut().managed_fields = None;
-}
-
 /// Runs the node lifecycle controller until `shutdown`: watches Nodes and node
 /// Leases and, once both caches are filled, evaluates every node every 5 s.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
@@ -181,7 +166,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     let (leases, lease_writer) = reflector::store::<Lease>();
     let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(strip)
+        .modify(crate::common::strip_managed_fields)
         .reflect(node_writer)
         .map(|e| e.err().map(|e| ("node", e)))
         .boxed();
@@ -190,7 +175,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
         watcher::Config::default(),
     )
     .default_backoff()
-    .modify(strip)
+    .modify(crate::common::strip_managed_fields)
     .reflect(lease_writer)
     .map(|e| e.err().map(|e| ("lease", e)))
     .boxed();
@@ -207,7 +192,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
                 None => return,
             },
             _ = ticker.tick() => {
-                if synced(&nodes) && synced(&leases) {
+                if crate::common::synced(&nodes) && crate::common::synced(&leases) {
                     monitor(&api, &nodes, &leases).await;
                 }
             }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -192,7 +192,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     let (nodes, writer) = reflector::store::<Node>();
     let mut events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .modify(|n: &mut Node| n.meta_mut().managed_fields = None)
+        .modify(crate::common::strip_managed_fields)
         .reflect(writer)
         .boxed();
     let mut seen = Seen::default();
@@ -207,7 +207,7 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
                 None => return,
             },
             _ = ticker.tick() => {
-                if nodes.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()) {
+                if crate::common::synced(&nodes) {
                     pass(&client, &nodes, &mut seen).await;
                 }
             }
