@@ -138,18 +138,10 @@ async fn tls_with_client_certificates() {
     assert!(anonymous.get("/registry/secrets/ns/s").await.is_err());
 }
 
-/// Encryption at rest and snapshots on the etcd engine: `etcdctl get` (what anyone
-/// with access to etcd sees) shows upstream's `k8s:enc:aesgcm:v1:<key>:` prefix and
-/// no plain value, while reads through the wrapper return the Secret; a snapshot of
-/// the etcd-backed store restores into an embedded data dir with every key, value (as
-/// at rest) and revision, and the restored store's revision counter continues.
-#[tokio::test]
-async fn etcdctl_sees_only_ciphertext_and_a_snapshot_restores_into_the_embedded_engine() {
+/// A single etcd member, its `host:port`, the etcd engine on it, and that engine behind
+/// an aesgcm encryption of Secrets (with `identity` to read plain values).
+async fn encrypting_etcd_store() -> (Member, String, Arc<EtcdStore>, skiff_store::EncryptedStore) {
     use skiff_store::encryption::{EncryptionConfig, ResourceKeys};
-    use skiff_store::snapshot::Snapshot;
-    use skiff_store::{EmbeddedStore, EncryptedStore, ListOptions};
-
-    const PASSWORD: &str = "correct-horse-battery-staple";
     let member = tokio::task::spawn_blocking(|| Member::single(&PORTS)).await.unwrap();
     let endpoint = format!("127.0.0.1:{}", member.spec.client_port);
     let engine = Arc::new(
@@ -162,7 +154,23 @@ async fn etcdctl_sees_only_ciphertext_and_a_snapshot_restores_into_the_embedded_
         b"apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: key1\n              secret: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n      - identity: {}\n",
     )
     .unwrap();
-    let store = EncryptedStore::new(engine.clone(), encryption, ResourceKeys::new([("", "secrets")]));
+    let store = skiff_store::EncryptedStore::new(engine.clone(), encryption, ResourceKeys::new([("", "secrets")]));
+    (member, endpoint, engine, store)
+}
+
+/// Encryption at rest and snapshots on the etcd engine: `etcdctl get` (what anyone
+/// with access to etcd sees) shows upstream's `k8s:enc:aesgcm:v1:<key>:` prefix and
+/// no plain value, while reads through the wrapper return the Secret; a snapshot of
+/// the etcd-backed store restores into an embedded data dir with every key, value (as
+/// at rest) and revision, and the restored store's revision counter continues.
+#[tokio::test]
+async fn etcdctl_sees_only_ciphertext_and_a_snapshot_restores_into_the_embedded_engine() {
+    use skiff_store::snapshot::Snapshot;
+    use skiff_store::{EmbeddedStore, ListOptions};
+
+    const PASSWORD: &str = "correct-horse-battery-staple";
+    // The member lives as long as the test: dropping it stops etcd.
+    let (_member, endpoint, engine, store) = encrypting_etcd_store().await;
 
     let secret = format!(r#"{{"kind":"Secret","metadata":{{"name":"db"}},"stringData":{{"password":"{PASSWORD}"}}}}"#);
     let key = "/registry/secrets/default/db";
@@ -218,23 +226,10 @@ async fn etcdctl_sees_only_ciphertext_and_a_snapshot_restores_into_the_embedded_
 /// updates, deletes and compactions. Truncated or damaged copies are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_native_snapshot_is_etcds_and_restores_into_the_embedded_engine() {
-    use skiff_store::encryption::{EncryptionConfig, ResourceKeys};
     use skiff_store::snapshot::{Format, SnapshotError, read_any_file, save};
-    use skiff_store::{EmbeddedStore, EncryptedStore, ListOptions};
+    use skiff_store::{EmbeddedStore, ListOptions};
 
-    let member = tokio::task::spawn_blocking(|| Member::single(&PORTS)).await.unwrap();
-    let endpoint = format!("127.0.0.1:{}", member.spec.client_port);
-    let engine = Arc::new(
-        EtcdStore::connect(&config(&format!("etcd://{endpoint}"), EtcdTls::default()))
-            .await
-            .unwrap(),
-    );
-    wait_ready(&engine).await;
-    let encryption = EncryptionConfig::parse(
-        b"apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: key1\n              secret: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n      - identity: {}\n",
-    )
-    .unwrap();
-    let store = EncryptedStore::new(engine.clone(), encryption, ResourceKeys::new([("", "secrets")]));
+    let (_member, _endpoint, engine, store) = encrypting_etcd_store().await;
 
     // A few hundred keys: creates, updates, deletes, a compaction, more of each after
     // it, and a delete as the last write before the snapshot.
