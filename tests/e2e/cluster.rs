@@ -100,14 +100,7 @@ fn single_node_cluster_runs_a_deployment_in_real_containers() {
     let mut c = Cluster::start();
 
     // 2. The node registers and becomes Ready.
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
 
     // 3. Three pods running with their own IPs, serving HTTP, with logs and events.
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], &deployment("busybox"));

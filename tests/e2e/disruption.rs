@@ -76,14 +76,7 @@ fn wait_for_jsonpath(c: &Cluster, what: &str, args: &[&str], want: &str) {
 fn drain_respects_disruption_budgets_and_replication_controllers_scale() {
     require_environment();
     let c = Cluster::start();
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
     let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
 
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], MANIFESTS);

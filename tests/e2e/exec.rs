@@ -55,14 +55,7 @@ impl Drop for KillOnDrop {
 fn exec_attach_and_port_forward_reach_the_container() {
     require_environment();
     let c = Cluster::start();
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], POD);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     c.kubectl_ok(&[

@@ -14,9 +14,8 @@
 mod support;
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use support::{Cluster, eventually, require_environment};
+use support::{Cluster, require_environment};
 
 const NS: &str = "sa-e2e";
 const DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -52,14 +51,7 @@ fn kubectl_with_token(c: &Cluster, token: &str, args: &[&str]) -> Output {
 fn a_pod_reads_its_service_account_credentials_and_they_die_with_it() {
     require_environment();
     let c = Cluster::start();
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
 
     // The pod is created right after its namespace, before or just as the
     // ServiceAccount controller creates `default`: admission waits for it.

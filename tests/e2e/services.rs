@@ -88,14 +88,7 @@ spec:
 fn services_are_reachable_through_the_proxy() {
     require_environment();
     let c = Cluster::start();
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], WEB);
     assert!(
         applied.status.success(),

@@ -92,14 +92,7 @@ fn wait_succeeded(c: &Cluster, pod: &str) {
 fn claims_keep_data_across_pods_and_are_reclaimed() {
     require_environment();
     let c = Cluster::start();
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
     let node = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
 
     // The default class, as k3s ships it.

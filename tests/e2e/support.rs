@@ -162,6 +162,18 @@ impl Cluster {
         }
     }
 
+    /// Waits (up to 60 s) until the cluster's single node reports Ready.
+    pub fn wait_node_ready(&self) {
+        eventually("node Ready", Duration::from_secs(60), || {
+            let out = self.kubectl_ok(&["get", "nodes", "--no-headers"]);
+            if out.split_whitespace().nth(1) == Some("Ready") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        });
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
     }

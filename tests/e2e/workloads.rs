@@ -65,14 +65,7 @@ spec:
 fn jobs_daemonsets_and_statefulsets_run_in_real_containers() {
     require_environment();
     let c = Cluster::start();
-    eventually("node Ready", Duration::from_secs(60), || {
-        let out = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
-        if out.split_whitespace().nth(1) == Some("Ready") {
-            Ok(())
-        } else {
-            Err(out)
-        }
-    });
+    c.wait_node_ready();
 
     // A Job: its pod runs to completion and the Job reports Complete.
     c.kubectl_ok(&[
