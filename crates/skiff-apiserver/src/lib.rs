@@ -82,6 +82,8 @@ pub struct App {
     pub authorizer: authz::Authorizer,
     /// Issues and verifies ServiceAccount tokens.
     pub tokens: Arc<serviceaccount_token::TokenSigner>,
+    /// The process's metrics, served on `/metrics` in the Prometheus text format.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 /// What the apiserver needs to run.
@@ -106,6 +108,9 @@ pub struct Config {
     /// Key signing ServiceAccount tokens, PEM (PKCS#8 P-256; see
     /// [`pki::Pki::ensure_service_account_key`]).
     pub service_account_key_pem: String,
+    /// Metrics of the components in this process, served on `/metrics` (upstream
+    /// serves each component's on its own port; one process has one set).
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 /// Namespaces that exist from the start, as upstream creates them.
@@ -167,6 +172,7 @@ pub async fn run(
         server_address: config.advertise,
         authorizer: authz::Authorizer::new(policy),
         tokens: Arc::new(tokens),
+        metrics: config.metrics,
     };
     let _ = on_ready.send(());
     server::serve(listener, tls, app, shutdown).await;

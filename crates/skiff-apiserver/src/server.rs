@@ -123,6 +123,21 @@ fn text(code: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
+/// `/metrics`: the process's metrics in the Prometheus text exposition format
+/// (version 0.0.4, which every scraper accepts, as upstream's default).
+fn metrics(registry: &prometheus_client::registry::Registry) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding metrics: {e}"));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
 async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
@@ -166,6 +181,7 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
             };
         }
         "/version" | "/version/" => return Ok(rest::json_response(StatusCode::OK, &discovery::version(), &[])),
+        "/metrics" if method == Method::GET => return Ok(metrics(&app.metrics)),
         SNAPSHOT_PATH => return snapshot(app, &method).await,
         _ => {}
     }

@@ -61,6 +61,7 @@ async fn start() -> TestServer {
         kubelet_client_key_pem: admin.key_pem.clone(),
         service_network: Default::default(),
         service_account_key_pem: pki.ensure_service_account_key().unwrap(),
+        metrics: Default::default(),
     };
     tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
     rx.await.unwrap();
@@ -410,4 +411,16 @@ async fn service_account_tokens_authenticate_until_the_account_is_deleted() {
     sas.create(&PostParams::default(), &sa).await.unwrap();
     let (code, _, _) = api_error(pods.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(code, 401);
+}
+
+#[tokio::test]
+async fn metrics_are_served_to_admins_and_not_to_anonymous() {
+    let server = start().await;
+    let admin = server.client("admin", "system:admin", &["system:masters"]).await;
+    let get = || http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let body = admin.request_text(get()).await.unwrap();
+    // The text format ends with its terminator even when no metric is registered.
+    assert!(body.ends_with("# EOF\n"), "{body:?}");
+    let (code, reason, _) = api_error(server.anonymous().request_text(get()).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
 }

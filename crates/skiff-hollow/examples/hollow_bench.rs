@@ -19,9 +19,10 @@
 //! Usage: `hollow_bench --skiff PATH [--nodes 1000] [--pods 10000] [--per-deployment 1000]
 //! [--idle-seconds 20] [--steady-seconds 30] [--max-in-flight 64]`.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,6 +32,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use support::{client, cpu_seconds, node_ready, percentile, round, rss_kib};
 
 struct Args {
     skiff: PathBuf,
@@ -75,71 +77,6 @@ fn args() -> Args {
     a
 }
 
-/// A child process killed (SIGTERM, then SIGKILL) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").arg(&pid).status();
-        for _ in 0..50 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// (VmRSS, VmHWM) in KiB.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// CPU seconds (user + system) the process used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after the command: state is 0, utime 11, stime 12 (proc(5) 14 and 15).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn client(kubeconfig: &Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("client config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
-fn ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
-}
-
 fn pod_ready(p: &Pod) -> bool {
     let Some(s) = p.status.as_ref() else { return false };
     s.phase.as_deref() == Some("Running")
@@ -147,14 +84,6 @@ fn pod_ready(p: &Pod) -> bool {
             .as_ref()
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .is_some_and(|c| c.status == "True")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 /// Registers `n` nodes one request at a time from one client, as a plain client would.
@@ -230,39 +159,11 @@ fn deployment(name: &str, replicas: u32) -> Deployment {
 async fn main() {
     let a = args();
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
     let log_dir = std::env::var("HOLLOW_BENCH_LOGS")
         .map(PathBuf::from)
         .unwrap_or_else(|_| dir.path().to_path_buf());
-    std::fs::create_dir_all(&log_dir).unwrap();
-    let server_log = std::fs::File::create(log_dir.join("server.log")).unwrap();
-    let server = Proc(
-        Command::new(&a.skiff)
-            .args([
-                "server",
-                "--disable-agent",
-                "--disable-dns",
-                "--bind-address",
-                "127.0.0.1",
-            ])
-            .arg("--https-listen-port")
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(server_log)
-            .spawn()
-            .expect("start skiff server"),
-    );
-    let kubeconfig = dir.path().join("admin.kubeconfig");
-    let t = Instant::now();
-    while !kubeconfig.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "skiff server did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let server = support::start_server(&a.skiff, dir.path(), &log_dir, &[]).await;
+    let (port, kubeconfig) = (server.port, server.kubeconfig.clone());
     let client = client(&kubeconfig).await;
     eprintln!(
         "server ready on port {port}; baseline: registering {} nodes one request at a time",
@@ -274,47 +175,22 @@ async fn main() {
 
     // Hollow nodes, watched until all Ready.
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut node_events = watcher(nodes.clone(), watcher::Config::default().labels("type=hollow"))
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let hollow_log = std::fs::File::create(log_dir.join("hollow.log")).unwrap();
     let t_hollow = Instant::now();
-    let hollow = Proc(
-        Command::new(&a.skiff)
-            .args([
-                "hollow",
-                "--nodes",
-                &a.nodes.to_string(),
-                "--max-in-flight",
-                &a.max_in_flight.to_string(),
-            ])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(hollow_log)
-            .spawn()
-            .expect("start skiff hollow"),
+    let hollow = support::start_hollow(
+        &a.skiff,
+        &kubeconfig,
+        &[
+            "--nodes".into(),
+            a.nodes.to_string(),
+            "--max-in-flight".into(),
+            a.max_in_flight.to_string(),
+        ],
+        &log_dir.join("hollow.log"),
     );
-    let hollow_pid = hollow.0.id();
-    let server_pid = server.0.id();
-    let mut ready_nodes = HashSet::new();
-    while ready_nodes.len() < a.nodes as usize {
-        match tokio::time::timeout(Duration::from_secs(300), node_events.next()).await {
-            Ok(Some(Ok(n))) => {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                if ready(&n) {
-                    ready_nodes.insert(name);
-                } else {
-                    ready_nodes.remove(&name);
-                }
-            }
-            Ok(Some(Err(e))) => eprintln!("node watch: {e}"),
-            _ => panic!("only {} of {} nodes Ready after 300 s", ready_nodes.len(), a.nodes),
-        }
-    }
+    let hollow_pid = hollow.pid();
+    let server_pid = server.proc.pid();
+    support::wait_nodes_ready(&client, "type=hollow", a.nodes as usize, Duration::from_secs(300)).await;
     let nodes_ready_secs = t_hollow.elapsed().as_secs_f64();
-    drop(node_events);
     eprintln!("{} hollow nodes Ready in {nodes_ready_secs:.1} s", a.nodes);
     // Idle: nodes only, heartbeats and the controllers' passes, no pods yet.
     let idle_cpu0 = cpu_seconds(server_pid);
@@ -427,7 +303,7 @@ async fn main() {
         .list(&ListParams::default().labels("type=hollow"))
         .await
         .expect("list nodes");
-    let not_ready = list.items.iter().filter(|n| !ready(n)).count();
+    let not_ready = list.items.iter().filter(|n| !node_ready(n)).count();
     let (hollow_rss, hollow_hwm) = rss_kib(hollow_pid);
     let (server_rss, server_hwm) = rss_kib(server_pid);
     drop(hollow);
@@ -502,8 +378,4 @@ async fn main() {
         idle_server_cpu,
         steady_server_cpu
     );
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

@@ -52,6 +52,7 @@ async fn apiserver(dir: &std::path::Path, shutdown: CancellationToken) -> kube::
         kubelet_client_key_pem: admin.key_pem.clone(),
         service_network: Default::default(),
         service_account_key_pem: pki.ensure_service_account_key().unwrap(),
+        metrics: Default::default(),
     };
     tokio::spawn(skiff_apiserver::run(config, store, shutdown, ready_tx));
     ready_rx.await.expect("apiserver starts");

@@ -19,6 +19,7 @@ pub mod algorithm;
 pub mod binder;
 pub mod cache;
 pub mod framework;
+pub mod metrics;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
@@ -194,7 +195,15 @@ impl Scheduler {
             let Some(pod) = self.queue.pop(now) else { return };
             let u = uid(&pod);
             let info = PodInfo::new(pod.clone());
-            match algorithm::schedule_pod(&self.profile, &self.cache, &info, &mut self.next_start, &mut self.rng) {
+            let started = std::time::Instant::now();
+            let outcome =
+                algorithm::schedule_pod(&self.profile, &self.cache, &info, &mut self.next_start, &mut self.rng);
+            let result = match outcome {
+                Ok(_) => metrics::AttemptResult::Scheduled,
+                Err(_) => metrics::AttemptResult::Unschedulable,
+            };
+            metrics::observe_attempt(SCHEDULER_NAME, result, started.elapsed());
+            match outcome {
                 Ok(node) => {
                     self.cache.assume(&pod, &node);
                     self.queue.done(&u);

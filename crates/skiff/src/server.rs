@@ -223,6 +223,13 @@ fn node_name_from(raw: &str) -> String {
     }
 }
 
+/// The metrics of this process's components, served by the apiserver on `/metrics`.
+fn metrics_registry() -> prometheus_client::registry::Registry {
+    let mut registry = prometheus_client::registry::Registry::default();
+    skiff_scheduler::metrics::register(&mut registry);
+    registry
+}
+
 /// The first /24 of the cluster CIDR: the single node's podCIDR.
 fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
     let (addr, _) = cluster_cidr
@@ -448,6 +455,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         service_account_key_pem: pki
             .ensure_service_account_key()
             .context("service-account signing key")?,
+        metrics: Arc::new(metrics_registry()),
     };
     // The apiserver stops after the components, so that they can release their
     // leader-election leases on the way out.

@@ -67,6 +67,7 @@ pub async fn start_with_store(dir: tempfile::TempDir, store: Arc<dyn skiff_store
         kubelet_client_key_pem: admin.key_pem.clone(),
         service_network: Default::default(),
         service_account_key_pem: pki.ensure_service_account_key().unwrap(),
+        metrics: Default::default(),
     };
     tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), tx));
     rx.await.unwrap();

@@ -79,6 +79,7 @@ impl ControlPlane {
             kubelet_client_key_pem: admin.key_pem.clone(),
             service_network: Default::default(),
             service_account_key_pem: pki.ensure_service_account_key().unwrap(),
+            metrics: Default::default(),
         };
         tokio::spawn(skiff_apiserver::run(config, store, shutdown.clone(), ready_tx));
         ready_rx.await.expect("apiserver starts");
