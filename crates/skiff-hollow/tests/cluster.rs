@@ -38,6 +38,11 @@ impl Drop for ControlPlane {
 
 impl ControlPlane {
     async fn start() -> Self {
+        Self::start_with(skiff_scheduler::config::SchedulerConfig::default()).await
+    }
+
+    /// A control plane whose scheduler runs the profiles of `scheduler`.
+    async fn start_with(scheduler: skiff_scheduler::config::SchedulerConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls = dir.path().join("tls");
         std::fs::create_dir_all(&tls).expect("tls dir");
@@ -82,7 +87,7 @@ impl ControlPlane {
         let (c, t) = (client.clone(), shutdown.clone());
         tokio::spawn(async move { skiff_controllers::run(c, t).await });
         let (c, t) = (client.clone(), shutdown.clone());
-        tokio::spawn(async move { skiff_scheduler::run(c, t).await });
+        tokio::spawn(async move { skiff_scheduler::run_with_config(c, t, scheduler).await });
         Self {
             client,
             shutdown,
@@ -400,4 +405,91 @@ async fn job_pods_complete_on_hollow_nodes() {
         .unwrap();
     assert_eq!(t.exit_code, 0);
     assert_eq!(t.reason.as_deref(), Some("Completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_profiles_from_a_configuration_place_pods_their_own_way() {
+    // A second profile packs pods onto the busiest node by cpu (MostAllocated),
+    // without the balanced-allocation score.
+    let config = skiff_scheduler::config::SchedulerConfig::parse(
+        r#"
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: default-scheduler
+- schedulerName: bin-packing
+  plugins:
+    multiPoint:
+      disabled:
+      - name: NodeResourcesBalancedAllocation
+  pluginConfig:
+  - name: NodeResourcesFit
+    args:
+      scoringStrategy:
+        type: MostAllocated
+        resources:
+        - name: cpu
+          weight: 1
+"#,
+    )
+    .unwrap();
+    let cp = ControlPlane::start_with(config).await;
+    cp.hollow(HollowConfig {
+        nodes: 2,
+        ..Default::default()
+    });
+    let nodes: Api<Node> = Api::all(cp.client.clone());
+    eventually("2 Ready hollow nodes", || async {
+        let list = nodes
+            .list(&ListParams::default().labels("type=hollow"))
+            .await
+            .ok()?
+            .items;
+        (list.len() == 2 && list.iter().all(node_ready)).then_some(())
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(cp.client.clone(), "default");
+    let pod = |name: &str, extra: serde_json::Value| -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": "1"}}}]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    // hollow-0 is half full.
+    let mut seed = pod("seed", json!({"nodeName": "hollow-0"}));
+    seed.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(json!({"requests": {"cpu": "2"}})).unwrap());
+    pods.create(&PostParams::default(), &seed).await.unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("packed", json!({"schedulerName": "bin-packing"})),
+    )
+    .await
+    .unwrap();
+    pods.create(&PostParams::default(), &pod("spread", json!({})))
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("orphan", json!({"schedulerName": "nobody"})),
+    )
+    .await
+    .unwrap();
+    let node_of = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            eventually(&format!("{name} bound"), || async {
+                pods.get(name).await.ok()?.spec?.node_name.filter(|n| !n.is_empty())
+            })
+            .await
+        }
+    };
+    assert_eq!(node_of("packed").await, "hollow-0", "bin-packing fills the busy node");
+    assert_eq!(node_of("spread").await, "hollow-1", "the default profile spreads");
+    // No profile serves `nobody`: the pod is left for another scheduler.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let orphan = pods.get("orphan").await.unwrap();
+    assert_eq!(orphan.spec.unwrap().node_name, None);
 }

@@ -66,7 +66,7 @@ pub fn schedule_pod(
             diagnosis,
         });
     }
-    let want = num_feasible_nodes_to_find(total);
+    let want = num_feasible_nodes_to_find(total, profile.percentage_of_nodes_to_score);
     let start = *next_start % total;
     let mut feasible: Vec<&NodeInfo> = Vec::new();
     let mut examined = 0;

@@ -222,8 +222,41 @@ pub enum Plugin {
     Both(Box<dyn FilterPlugin>, Box<dyn ScorePlugin>),
 }
 
-/// Plugin name -> constructor (upstream `frameworkruntime.Registry`).
-pub type Registry = BTreeMap<&'static str, fn() -> Plugin>;
+/// Builds a plugin instance.
+pub type PluginFactory = Arc<dyn Fn() -> Plugin + Send + Sync>;
+
+/// Plugin name -> constructor (upstream `frameworkruntime.Registry`). A
+/// constructor may capture the plugin's arguments (a profile's `pluginConfig`).
+#[derive(Clone, Default)]
+pub struct Registry(BTreeMap<&'static str, PluginFactory>);
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) the constructor of `name`.
+    pub fn insert(&mut self, name: &'static str, make: impl Fn() -> Plugin + Send + Sync + 'static) {
+        self.0.insert(name, Arc::new(make));
+    }
+
+    /// The constructor of `name`.
+    pub fn get(&self, name: &str) -> Option<&PluginFactory> {
+        self.0.get(name)
+    }
+
+    /// The registered name equal to `name`, with the registry's lifetime.
+    pub fn name(&self, name: &str) -> Option<&'static str> {
+        self.0.get_key_value(name).map(|(k, _)| *k)
+    }
+}
 
 /// An enabled plugin in a profile, with its score weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +287,8 @@ pub enum ProfileError {
 pub struct Profile {
     filters: Vec<Box<dyn FilterPlugin>>,
     scorers: Vec<(Box<dyn ScorePlugin>, i64)>,
+    /// `percentageOfNodesToScore`; `None` (or 0 in a config) is adaptive.
+    pub percentage_of_nodes_to_score: Option<u32>,
 }
 
 impl Profile {
@@ -274,7 +309,11 @@ impl Profile {
                 }
             }
         }
-        Ok(Self { filters, scorers })
+        Ok(Self {
+            filters,
+            scorers,
+            percentage_of_nodes_to_score: None,
+        })
     }
 
     /// Appends a filter that needs state the registry cannot give it (e.g. watch
@@ -310,15 +349,18 @@ impl Profile {
 }
 
 /// How many feasible nodes to find before scoring (upstream
-/// `numFeasibleNodesToFind` with the adaptive `percentageOfNodesToScore`): all of
-/// them below 100 nodes; otherwise `50 - nodes/125` percent, at least 5 %, and never
-/// fewer than 100.
-pub fn num_feasible_nodes_to_find(total: usize) -> usize {
+/// `numFeasibleNodesToFind`): all of them below 100 nodes or at 100 %; otherwise
+/// `percentage` percent of them, or when it is `None` the adaptive
+/// `50 - nodes/125` percent (at least 5 %); never fewer than 100.
+pub fn num_feasible_nodes_to_find(total: usize, percentage: Option<u32>) -> usize {
     const MIN_FEASIBLE: usize = 100;
-    if total < MIN_FEASIBLE {
+    if total < MIN_FEASIBLE || percentage.is_some_and(|p| p >= 100) {
         return total;
     }
-    let percentage = (50 - (total / 125) as i64).max(5) as usize;
+    let percentage = match percentage {
+        Some(p) => p as usize,
+        None => (50 - (total / 125) as i64).max(5) as usize,
+    };
     (total * percentage / 100).max(MIN_FEASIBLE)
 }
 
@@ -360,14 +402,18 @@ mod tests {
 
     #[test]
     fn adaptive_percentage_of_nodes_to_score() {
-        assert_eq!(num_feasible_nodes_to_find(50), 50);
-        assert_eq!(num_feasible_nodes_to_find(100), 100);
+        assert_eq!(num_feasible_nodes_to_find(50, None), 50);
+        assert_eq!(num_feasible_nodes_to_find(100, None), 100);
         // 1000 nodes: 50 - 8 = 42 %.
-        assert_eq!(num_feasible_nodes_to_find(1000), 420);
+        assert_eq!(num_feasible_nodes_to_find(1000, None), 420);
         // 5000 nodes: 50 - 40 = 10 %.
-        assert_eq!(num_feasible_nodes_to_find(5000), 500);
+        assert_eq!(num_feasible_nodes_to_find(5000, None), 500);
         // 10000 nodes: floor of 5 %.
-        assert_eq!(num_feasible_nodes_to_find(10000), 500);
+        assert_eq!(num_feasible_nodes_to_find(10000, None), 500);
+        // Configured: 30 % of 1000, but never fewer than 100 nodes; 100 % is all.
+        assert_eq!(num_feasible_nodes_to_find(1000, Some(30)), 300);
+        assert_eq!(num_feasible_nodes_to_find(200, Some(10)), 100);
+        assert_eq!(num_feasible_nodes_to_find(5000, Some(100)), 5000);
     }
 
     #[test]

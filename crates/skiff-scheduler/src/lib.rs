@@ -18,12 +18,14 @@
 pub mod algorithm;
 pub mod binder;
 pub mod cache;
+pub mod config;
 pub mod framework;
 pub mod metrics;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use binder::Binder;
 use cache::Cache;
+use config::SchedulerConfig;
 use framework::{PodInfo, Profile, ProfileError};
 use queue::SchedulingQueue;
 
@@ -53,6 +56,9 @@ pub enum Error {
     /// The scheduling profile could not be built.
     #[error("scheduler profile: {0}")]
     Profile(#[from] ProfileError),
+    /// The scheduler configuration is invalid.
+    #[error("scheduler configuration: {0}")]
+    Config(#[from] config::ConfigError),
     /// The leader-election configuration is invalid.
     #[error("leader election: {0}")]
     LeaderElection(#[from] skiff_leader::ConfigError),
@@ -65,17 +71,29 @@ fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
-/// Whether this scheduler should place the pod: not bound, `schedulerName` ours
-/// (or unset), no `schedulingGates`, not being deleted, not finished.
+/// Whether this scheduler's default profile should place the pod: not bound,
+/// `schedulerName` [`SCHEDULER_NAME`] (or unset), no `schedulingGates`, not being
+/// deleted, not finished.
 pub fn is_pending(p: &Pod) -> bool {
+    needs_node(p) && scheduler_name(p) == SCHEDULER_NAME
+}
+
+/// The pod's `spec.schedulerName`, [`SCHEDULER_NAME`] when unset.
+pub fn scheduler_name(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(SCHEDULER_NAME)
+}
+
+/// Not bound, no `schedulingGates`, not being deleted, not finished: some
+/// scheduler should place it.
+fn needs_node(p: &Pod) -> bool {
     let Some(spec) = p.spec.as_ref() else {
         return false;
     };
     spec.node_name.as_deref().is_none_or(str::is_empty)
-        && spec
-            .scheduler_name
-            .as_deref()
-            .is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME)
         && spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty)
         && p.metadata.deletion_timestamp.is_none()
         && !cache::is_terminal(p)
@@ -90,7 +108,8 @@ struct Bound {
 
 /// The scheduling loop's state: everything but the API calls.
 struct Scheduler {
-    profile: Profile,
+    /// Profiles by the `schedulerName` they serve.
+    profiles: BTreeMap<String, Profile>,
     cache: Cache,
     queue: SchedulingQueue,
     pods_synced: bool,
@@ -102,9 +121,9 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(profile: Profile) -> Self {
+    fn new(profiles: BTreeMap<String, Profile>) -> Self {
         Self {
-            profile,
+            profiles,
             cache: Cache::new(),
             queue: SchedulingQueue::new(),
             pods_synced: false,
@@ -116,6 +135,11 @@ impl Scheduler {
         }
     }
 
+    /// Whether one of this scheduler's profiles should place the pod.
+    fn is_pending(&self, p: &Pod) -> bool {
+        needs_node(p) && self.profiles.contains_key(scheduler_name(p))
+    }
+
     fn synced(&self) -> bool {
         self.pods_synced && self.nodes_synced
     }
@@ -123,7 +147,7 @@ impl Scheduler {
     fn on_pod(&mut self, pod: Arc<Pod>, now: Instant) {
         let u = uid(&pod);
         let released = self.cache.observe_pod(&pod);
-        if is_pending(&pod) {
+        if self.is_pending(&pod) {
             if !self.cache.is_assumed(&u) {
                 self.queue.add(pod, now);
             }
@@ -143,7 +167,7 @@ impl Scheduler {
                 let pods = std::mem::take(&mut self.pod_buffer);
                 let released = self.cache.replace_pods(&pods);
                 let pending: std::collections::HashSet<String> =
-                    pods.iter().filter(|p| is_pending(p)).map(|p| uid(p)).collect();
+                    pods.iter().filter(|p| self.is_pending(p)).map(|p| uid(p)).collect();
                 self.queue.retain(|u| pending.contains(u));
                 for p in pods {
                     self.on_pod(p, now);
@@ -195,14 +219,18 @@ impl Scheduler {
             let Some(pod) = self.queue.pop(now) else { return };
             let u = uid(&pod);
             let info = PodInfo::new(pod.clone());
+            let Some((profile_name, profile)) = self.profiles.get_key_value(scheduler_name(&pod)) else {
+                // Its schedulerName changed to one this scheduler does not serve.
+                self.queue.done(&u);
+                continue;
+            };
             let started = std::time::Instant::now();
-            let outcome =
-                algorithm::schedule_pod(&self.profile, &self.cache, &info, &mut self.next_start, &mut self.rng);
+            let outcome = algorithm::schedule_pod(profile, &self.cache, &info, &mut self.next_start, &mut self.rng);
             let result = match outcome {
                 Ok(_) => metrics::AttemptResult::Scheduled,
                 Err(_) => metrics::AttemptResult::Unschedulable,
             };
-            metrics::observe_attempt(SCHEDULER_NAME, result, started.elapsed());
+            metrics::observe_attempt(profile_name, result, started.elapsed());
             match outcome {
                 Ok(node) => {
                     self.cache.assume(&pod, &node);
@@ -253,34 +281,52 @@ impl Scheduler {
 
 /// Campaigns for the Lease `kube-system/kube-scheduler` with the upstream
 /// defaults (15 s lease, 10 s renew deadline, 2 s retry, released on shutdown)
-/// and schedules while leading, until `shutdown` is cancelled. Watch failures
-/// are retried with backoff; the function returns `Ok` on shutdown and errs only
-/// if the default profile cannot be built.
+/// and schedules with the default profile while leading, until `shutdown` is
+/// cancelled. Watch failures are retried with backoff; the function returns `Ok`
+/// on shutdown and errs only if the profile cannot be built.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let config = skiff_leader::Config::new(skiff_leader::LEASE_NAMESPACE, LEASE_NAME);
-    run_elected(client, shutdown, config).await
+    run_with_config(client, shutdown, SchedulerConfig::default()).await
 }
 
-/// [`run`] with an explicit leader-election configuration: the scheduling loop
-/// stops when leadership is lost (binding calls already sent finish on their
-/// own) and starts over from fresh watches and an empty cache when it is
-/// regained.
+/// [`run`] with the profiles of a scheduler configuration.
+pub async fn run_with_config(
+    client: kube::Client,
+    shutdown: CancellationToken,
+    config: SchedulerConfig,
+) -> Result<(), Error> {
+    let election = skiff_leader::Config::new(skiff_leader::LEASE_NAMESPACE, LEASE_NAME);
+    run_elected(client, shutdown, election, config).await
+}
+
+/// [`run`] with an explicit leader-election configuration and scheduler
+/// configuration (its profiles): the scheduling loop stops when leadership is lost
+/// (binding calls already sent finish on their own) and starts over from fresh
+/// watches and an empty cache when it is regained.
 pub async fn run_elected(
     client: kube::Client,
     shutdown: CancellationToken,
     election: skiff_leader::Config,
+    config: SchedulerConfig,
 ) -> Result<(), Error> {
-    // Fail before campaigning if the profile cannot be built.
-    Profile::new(&plugins::registry(), &plugins::default_plugins())?;
+    // Fail before campaigning if a profile cannot be built.
+    for p in &config.profiles {
+        p.build()?;
+    }
     let elector = skiff_leader::LeaderElector::new(client.clone(), election)?;
-    elector.run(shutdown, |leading| schedule(client.clone(), leading)).await
+    elector
+        .run(shutdown, |leading| schedule(client.clone(), config.clone(), leading))
+        .await
 }
 
 /// The scheduling loop, until `shutdown` is cancelled.
-async fn schedule(client: kube::Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let mut profile = Profile::new(&plugins::registry(), &plugins::default_plugins())?;
+async fn schedule(client: kube::Client, config: SchedulerConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let volumes = plugins::volume_binding::Volumes::start(client.clone(), shutdown.clone());
-    profile.add_filter(Box::new(plugins::volume_binding::VolumeBinding::new(volumes.clone())));
+    let mut profiles = BTreeMap::new();
+    for p in &config.profiles {
+        let mut profile = p.build()?;
+        profile.add_filter(Box::new(plugins::volume_binding::VolumeBinding::new(volumes.clone())));
+        profiles.insert(p.scheduler_name.clone(), profile);
+    }
     let binder = Arc::new(Binder::new(client.clone()).with_volumes(volumes.clone()));
     let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -289,7 +335,7 @@ async fn schedule(client: kube::Client, shutdown: CancellationToken) -> Result<(
         .default_backoff()
         .boxed();
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
-    let mut s = Scheduler::new(profile);
+    let mut s = Scheduler::new(profiles);
     tracing::info!("scheduler started");
     loop {
         if s.synced() {

@@ -43,7 +43,7 @@ impl AttemptResult {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AttemptLabels {
     result: &'static str,
-    profile: &'static str,
+    profile: String,
 }
 
 struct Metrics {
@@ -57,10 +57,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 });
 
 /// Records one scheduling attempt of `profile` that took `elapsed`.
-pub fn observe_attempt(profile: &'static str, result: AttemptResult, elapsed: Duration) {
+pub fn observe_attempt(profile: &str, result: AttemptResult, elapsed: Duration) {
     let labels = AttemptLabels {
         result: result.as_str(),
-        profile,
+        profile: profile.to_string(),
     };
     METRICS
         .attempt_duration

@@ -126,6 +126,10 @@ pub struct ServerArgs {
     /// Directory of the local-path provisioner's volumes (default: DATA_DIR/storage), as k3s's flag.
     #[arg(long)]
     default_local_storage_path: Option<PathBuf>,
+    /// A `KubeSchedulerConfiguration` (kubescheduler.config.k8s.io/v1) file: scheduling
+    /// profiles, plugins and their args, percentageOfNodesToScore (kube-scheduler's `--config`).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
 }
 
 /// The scheduled-snapshot settings, validated (`None` with `--disable-snapshots`).
@@ -440,6 +444,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         component_kubeconfigs.push(path);
     }
 
+    // A bad scheduler configuration stops the start, naming the field.
+    let scheduler_config = match &args.scheduler_config {
+        Some(path) => skiff_scheduler::config::SchedulerConfig::load(path).context("--scheduler-config")?,
+        None => skiff_scheduler::config::SchedulerConfig::default(),
+    };
+
     // Apiserver.
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -505,7 +515,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let scheduler_client = client_from(&component_kubeconfigs[1]).await?;
     let token = shutdown.clone();
     tasks.spawn(async move {
-        skiff_scheduler::run(scheduler_client, token)
+        skiff_scheduler::run_with_config(scheduler_client, token, scheduler_config)
             .await
             .map_err(anyhow::Error::from)
             .context("scheduler")

@@ -39,8 +39,8 @@ pub fn registry() -> Registry {
     r.insert(node_ports::NAME, || Plugin::Filter(Box::new(node_ports::NodePorts)));
     r.insert(node_resources_fit::NAME, || {
         Plugin::Both(
-            Box::new(node_resources_fit::NodeResourcesFit),
-            Box::new(node_resources_fit::NodeResourcesFit),
+            Box::new(node_resources_fit::NodeResourcesFit::default()),
+            Box::new(node_resources_fit::NodeResourcesFit::default()),
         )
     });
     r.insert(balanced_allocation::NAME, || {
