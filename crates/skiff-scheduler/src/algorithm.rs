@@ -6,7 +6,7 @@
 use rand::Rng;
 
 use crate::cache::Cache;
-use crate::framework::{Diagnosis, NodeInfo, PodInfo, Profile, failure_message, num_feasible_nodes_to_find};
+use crate::framework::{Diagnosis, NodeInfo, PodInfo, Profile, Snapshot, failure_message, num_feasible_nodes_to_find};
 
 /// Why no node was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +48,9 @@ pub fn select_host(scores: &[i64], rng: &mut impl Rng) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-/// Chooses a node for `pod`. `next_start` is the rotating index of the first node
-/// to filter; it advances past the nodes examined.
+/// Chooses a node for `pod`: PreFilter over the whole cache, Filter node by node,
+/// then PreScore and Score the feasible ones. `next_start` is the rotating index
+/// of the first node to filter; it advances past the nodes examined.
 pub fn schedule_pod(
     profile: &Profile,
     cache: &Cache,
@@ -66,6 +67,20 @@ pub fn schedule_pod(
             diagnosis,
         });
     }
+    let snapshot = Snapshot::new(&nodes, cache.namespaces());
+    let state = match profile.run_pre_filters(pod, &snapshot) {
+        Ok(state) => state,
+        Err(status) => {
+            diagnosis.pre_filter_msg = Some(status.reasons.join(", "));
+            for n in &nodes {
+                diagnosis.node_to_status.insert(n.name().to_string(), status.clone());
+            }
+            return Err(FitError {
+                num_all_nodes: total,
+                diagnosis,
+            });
+        }
+    };
     let want = num_feasible_nodes_to_find(total, profile.percentage_of_nodes_to_score);
     let start = *next_start % total;
     let mut feasible: Vec<&NodeInfo> = Vec::new();
@@ -73,7 +88,7 @@ pub fn schedule_pod(
     for i in 0..total {
         let node = nodes[(start + i) % total];
         examined += 1;
-        let status = profile.run_filters(pod, node);
+        let status = profile.run_filters(&state, pod, node);
         if status.is_success() {
             feasible.push(node);
             if feasible.len() >= want {
@@ -91,7 +106,7 @@ pub fn schedule_pod(
         }),
         1 => Ok(feasible[0].name().to_string()),
         _ => {
-            let scores = profile.run_scores(pod, &feasible);
+            let scores = profile.run_scores(pod, &feasible, &snapshot);
             let i = select_host(&scores, rng).expect("feasible nodes are scored");
             Ok(feasible[i].name().to_string())
         }
@@ -161,17 +176,10 @@ mod tests {
         let mut cache = Cache::new();
         cache.set_node(node("n", "1", false));
         let spec = json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]});
-        let a = crate::plugins::testing::raw_pod("a", spec.clone());
+        let a = Arc::new(crate::plugins::testing::raw_pod("a", spec.clone()));
         let b = crate::framework::PodInfo::new(Arc::new(crate::plugins::testing::raw_pod("b", spec)));
         let mut start = 0;
-        let chosen = schedule_pod(
-            &profile,
-            &cache,
-            &PodInfo::new(Arc::new(a.clone())),
-            &mut start,
-            &mut rng,
-        )
-        .unwrap();
+        let chosen = schedule_pod(&profile, &cache, &PodInfo::new(a.clone()), &mut start, &mut rng).unwrap();
         cache.assume(&a, &chosen);
         let err = schedule_pod(&profile, &cache, &b, &mut start, &mut rng).unwrap_err();
         assert_eq!(err.to_string(), "0/1 nodes are available: 1 Insufficient cpu.");

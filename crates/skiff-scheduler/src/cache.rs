@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 
+use crate::affinity_terms::NamespaceLabels;
 use crate::framework::{NodeInfo, PodUsage};
 
 #[derive(Debug, Clone)]
@@ -16,11 +17,13 @@ struct Placement {
     assumed: bool,
 }
 
-/// Nodes and the pods placed on them.
+/// Nodes and the pods placed on them, and the labels of every Namespace (for
+/// pod affinity's `namespaceSelector`).
 #[derive(Debug, Default)]
 pub struct Cache {
     nodes: BTreeMap<String, NodeInfo>,
     placements: HashMap<String, Placement>,
+    namespaces: NamespaceLabels,
 }
 
 fn uid(p: &Pod) -> String {
@@ -136,18 +139,25 @@ impl Cache {
     }
 
     /// Records the current state of a pod from the watch: bound, running pods are
-    /// accounted on their node (confirming an assumption); finished pods release
-    /// their resources. Returns whether resources were released (waiting pods may fit).
-    pub fn observe_pod(&mut self, pod: &Pod) -> bool {
+    /// accounted on their node (confirming an assumption, and keeping the newest
+    /// object so pod affinity sees current labels); finished pods release their
+    /// resources. Returns whether resources were released or a bound pod's labels
+    /// changed (waiting pods may fit).
+    pub fn observe_pod(&mut self, pod: &Arc<Pod>) -> bool {
         let u = uid(pod);
         match bound_node(pod) {
             Some(_) if is_terminal(pod) => self.unplace(&u),
             Some(node) => {
-                let unchanged = self.placements.get(&u).is_some_and(|p| p.node == node && !p.assumed);
-                if !unchanged {
+                let old = self
+                    .placements
+                    .get(&u)
+                    .filter(|p| p.node == node && !p.assumed)
+                    .and_then(|p| self.nodes.get(&p.node)?.pods.get(&u));
+                let relabeled = old.is_some_and(|o| o.pod.metadata.labels != pod.metadata.labels);
+                if old.is_none_or(|o| !Arc::ptr_eq(&o.pod, pod)) {
                     self.place(&u, node, PodUsage::of(pod), false);
                 }
-                false
+                relabeled
             }
             None => {
                 // Not bound (yet): keep an assumption, drop anything else.
@@ -186,7 +196,7 @@ impl Cache {
     }
 
     /// Places a pod on `node` before its binding is confirmed (upstream `AssumePod`).
-    pub fn assume(&mut self, pod: &Pod, node: &str) {
+    pub fn assume(&mut self, pod: &Arc<Pod>, node: &str) {
         self.place(&uid(pod), node, PodUsage::of(pod), true);
     }
 
@@ -216,6 +226,32 @@ impl Cache {
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.nodes.get(name).filter(|i| i.node.is_some())
     }
+
+    /// Records a Namespace's labels; returns whether they changed (pods waiting on a
+    /// `namespaceSelector` may fit).
+    pub fn set_namespace(&mut self, ns: &Namespace) -> bool {
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        self.namespaces.insert(name, labels.clone()) != Some(labels)
+    }
+
+    /// Forgets a Namespace.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// Replaces all Namespaces after a relist.
+    pub fn replace_namespaces(&mut self, namespaces: &[Namespace]) {
+        self.namespaces.clear();
+        for ns in namespaces {
+            self.set_namespace(ns);
+        }
+    }
+
+    /// Namespace name -> labels.
+    pub fn namespaces(&self) -> &NamespaceLabels {
+        &self.namespaces
+    }
 }
 
 #[cfg(test)]
@@ -231,11 +267,13 @@ mod tests {
         )
     }
 
-    fn pod(name: &str, node: Option<&str>, phase: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": name, "uid": name},
+    fn pod(name: &str, node: Option<&str>, phase: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name, "uid": name},
             "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
             "status": {"phase": phase}}))
-        .unwrap()
+            .unwrap(),
+        )
     }
 
     #[test]
@@ -290,7 +328,7 @@ mod tests {
         c.observe_pod(&pod("gone", Some("n"), "Running"));
         let pending = pod("pending", None, "Pending");
         c.assume(&pending, "n");
-        assert!(c.replace_pods(&[Arc::new(pending)]));
+        assert!(c.replace_pods(&[pending]));
         assert!(c.is_assumed("pending"));
         assert_eq!(c.node("n").unwrap().pods.len(), 1);
     }

@@ -248,7 +248,7 @@ fn points(registry: &Registry, name: &str) -> Option<(bool, bool)> {
     registry.get(name).map(|make| match make() {
         Plugin::Filter(_) => (true, false),
         Plugin::Score(_) => (false, true),
-        Plugin::Both(..) => (true, true),
+        Plugin::Both(..) | Plugin::Cycle(..) => (true, true),
     })
 }
 

@@ -1,13 +1,23 @@
 //! The scheduling framework (upstream pkg/scheduler/framework): a narrow trait per
-//! extension point ([`FilterPlugin`], [`ScorePlugin`]), a [`Status`] with a
-//! [`Code`], the [`NodeInfo`] snapshot plugins see, a [`Registry`] from plugin name
-//! to constructor, and the [`Profile`] that runs filters and scores for one pod.
+//! extension point ([`FilterPlugin`], [`ScorePlugin`], [`PreFilterPlugin`],
+//! [`PreScorePlugin`]), a [`Status`] with a [`Code`], the [`NodeInfo`] plugins see
+//! and the cluster-wide [`Snapshot`], a [`Registry`] from plugin name to
+//! constructor, and the [`Profile`] that runs the extension points for one pod.
+//!
+//! Plugins that need the whole cluster (pods on other nodes) compute their state
+//! once per attempt: PreFilter returns a [`FilterState`] that then filters each
+//! node, PreScore a [`ScoreState`] that scores each feasible node (upstream
+//! `CycleState` entries). The states of one attempt form a [`CycleState`], which can
+//! be cloned and told about pods added to or removed from a node
+//! ([`CycleState::add_pod`], [`CycleState::remove_pod`], upstream PreFilter
+//! `AddPod`/`RemovePod`) so preemption can re-run the filters on a copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::affinity_terms::{NamespaceLabels, PodAffinityTerms};
 use crate::resources::{Resources, allocatable, pod_requests};
 
 /// Highest score a plugin may give a node (upstream `MaxNodeScore`).
@@ -75,27 +85,46 @@ pub struct NodeInfo {
     pub used_ports: BTreeSet<(String, String, i32)>,
     /// Pods on the node by uid, with what they add to the totals.
     pub pods: BTreeMap<String, PodUsage>,
+    /// How many of [`NodeInfo::pods`] have pod affinity or anti-affinity (upstream
+    /// `PodsWithAffinity`).
+    pub pods_with_affinity: usize,
+    /// How many of them have required pod anti-affinity (upstream
+    /// `PodsWithRequiredAntiAffinity`).
+    pub pods_with_required_anti_affinity: usize,
 }
 
-/// What one pod adds to its node's totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One pod placed on a node: the pod itself (shared, never copied), what it adds
+/// to its node's totals, and its parsed pod (anti-)affinity.
+#[derive(Debug, Clone, Default)]
 pub struct PodUsage {
+    /// The pod.
+    pub pod: Arc<Pod>,
     /// Effective requests.
     pub requested: Resources,
     /// Effective requests with scoring defaults.
     pub non_zero_requested: Resources,
     /// Host ports, as `(protocol, hostIP, port)`.
     pub ports: Vec<(String, String, i32)>,
+    /// `affinity.podAffinity`/`podAntiAffinity`, `None` when the pod has neither.
+    pub affinity: Option<Arc<PodAffinityTerms>>,
 }
 
 impl PodUsage {
     /// The usage of `pod`.
-    pub fn of(pod: &Pod) -> Self {
+    pub fn of(pod: &Arc<Pod>) -> Self {
         Self {
+            pod: pod.clone(),
             requested: pod_requests(pod, false),
             non_zero_requested: pod_requests(pod, true),
             ports: host_ports(pod),
+            affinity: PodAffinityTerms::of(pod).map(Arc::new),
         }
+    }
+
+    fn has_required_anti_affinity(&self) -> bool {
+        self.affinity
+            .as_ref()
+            .is_some_and(|a| !a.required_anti_affinity.is_empty())
     }
 }
 
@@ -135,6 +164,15 @@ impl NodeInfo {
         self.node = Some(node);
     }
 
+    /// The node's labels (empty while the Node is unknown or has none).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.node
+            .as_ref()
+            .and_then(|n| n.metadata.labels.as_ref())
+            .unwrap_or(&NONE)
+    }
+
     /// The node's name, if the Node is known.
     pub fn name(&self) -> &str {
         self.node
@@ -149,6 +187,8 @@ impl NodeInfo {
         self.requested.add(&usage.requested);
         self.non_zero_requested.add(&usage.non_zero_requested);
         self.used_ports.extend(usage.ports.iter().cloned());
+        self.pods_with_affinity += usize::from(usage.affinity.is_some());
+        self.pods_with_required_anti_affinity += usize::from(usage.has_required_anti_affinity());
         self.pods.insert(uid.to_string(), usage);
     }
 
@@ -159,6 +199,8 @@ impl NodeInfo {
         };
         self.requested.sub(&usage.requested);
         self.non_zero_requested.sub(&usage.non_zero_requested);
+        self.pods_with_affinity -= usize::from(usage.affinity.is_some());
+        self.pods_with_required_anti_affinity -= usize::from(usage.has_required_anti_affinity());
         self.used_ports = self.pods.values().flat_map(|u| u.ports.iter().cloned()).collect();
         true
     }
@@ -201,6 +243,122 @@ pub trait ScorePlugin: Send + Sync {
     fn normalize(&self, _scores: &mut [i64]) {}
 }
 
+/// The whole cluster as PreFilter and PreScore see it during one attempt
+/// (upstream `SharedLister`): every node with its pods, and the labels of every
+/// Namespace (for `namespaceSelector`).
+#[derive(Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// Every node that has a Node object.
+    pub nodes: &'a [&'a NodeInfo],
+    /// Namespace name -> labels.
+    pub namespaces: &'a NamespaceLabels,
+    /// Pods with pod affinity or anti-affinity, over all nodes.
+    pub pods_with_affinity: usize,
+    /// Pods with required pod anti-affinity, over all nodes.
+    pub pods_with_required_anti_affinity: usize,
+}
+
+impl<'a> Snapshot<'a> {
+    /// A snapshot of `nodes`; O(nodes).
+    pub fn new(nodes: &'a [&'a NodeInfo], namespaces: &'a NamespaceLabels) -> Self {
+        let (mut affinity, mut anti) = (0, 0);
+        for n in nodes {
+            affinity += n.pods_with_affinity;
+            anti += n.pods_with_required_anti_affinity;
+        }
+        Self {
+            nodes,
+            namespaces,
+            pods_with_affinity: affinity,
+            pods_with_required_anti_affinity: anti,
+        }
+    }
+}
+
+/// What a PreFilter plugin decided for this attempt.
+pub enum PreFilterResult {
+    /// The plugin has nothing to check for this pod; its Filter is skipped
+    /// (upstream `Skip`). Pods without constraints pay nothing more.
+    Skip,
+    /// The state the plugin's Filter uses on each node.
+    State(Box<dyn FilterState>),
+    /// The pod fits no node (e.g. `UnschedulableAndUnresolvable`); every node gets
+    /// this status and the message reads `0/N nodes are available: <reason>.`
+    Reject(Status),
+}
+
+/// The PreFilter extension point: look at the whole cluster once per attempt.
+pub trait PreFilterPlugin: Send + Sync {
+    /// The plugin's upstream name.
+    fn name(&self) -> &'static str;
+    /// Computes the attempt's filter state from `snapshot`.
+    fn pre_filter(&self, pod: &PodInfo, snapshot: &Snapshot) -> PreFilterResult;
+}
+
+/// A PreFilter plugin's state for one attempt; its [`FilterState::filter`] is the
+/// plugin's Filter. `add_pod`/`remove_pod` (upstream PreFilter extensions
+/// `AddPod`/`RemovePod`) update it as if `other` were placed on / removed from
+/// `node` (the node's info as it is after the change).
+pub trait FilterState: Send + Sync {
+    /// Checks one node.
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status;
+    /// Accounts `other` as placed on `node`.
+    fn add_pod(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo);
+    /// Accounts `other` as gone from `node`.
+    fn remove_pod(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo);
+    /// A deep copy (upstream `StateData.Clone`).
+    fn clone_box(&self) -> Box<dyn FilterState>;
+}
+
+/// The PreScore extension point: look at the whole cluster once per attempt
+/// before scoring the feasible nodes.
+pub trait PreScorePlugin: Send + Sync {
+    /// The plugin's upstream name.
+    fn name(&self) -> &'static str;
+    /// The state that scores `feasible`, or `None` to skip the plugin's Score
+    /// (every node scores 0 for it).
+    fn pre_score(&self, pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot) -> Option<Box<dyn ScoreState>>;
+}
+
+/// A PreScore plugin's state for one attempt: its Score and NormalizeScore.
+pub trait ScoreState: Send + Sync {
+    /// Raw score of one feasible node.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Maps the raw scores of `nodes` (same order) into 0..=[`MAX_NODE_SCORE`].
+    fn normalize(&self, nodes: &[&NodeInfo], scores: &mut [i64]);
+}
+
+/// The PreFilter states of one attempt (upstream `CycleState`), one slot per
+/// PreFilter plugin of the profile (`None` where the plugin skipped).
+#[derive(Default)]
+pub struct CycleState {
+    filters: Vec<Option<Box<dyn FilterState>>>,
+}
+
+impl Clone for CycleState {
+    fn clone(&self) -> Self {
+        Self {
+            filters: self.filters.iter().map(|s| s.as_ref().map(|s| s.clone_box())).collect(),
+        }
+    }
+}
+
+impl CycleState {
+    /// Tells every state that `other` is now on `node` (upstream `RunPreFilterExtensionAddPod`).
+    pub fn add_pod(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo) {
+        for s in self.filters.iter_mut().flatten() {
+            s.add_pod(pod, other, node);
+        }
+    }
+
+    /// Tells every state that `other` left `node` (upstream `RunPreFilterExtensionRemovePod`).
+    pub fn remove_pod(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo) {
+        for s in self.filters.iter_mut().flatten() {
+            s.remove_pod(pod, other, node);
+        }
+    }
+}
+
 /// Upstream `DefaultNormalizeScore`: scales scores so the highest becomes
 /// [`MAX_NODE_SCORE`]; with `reverse`, the highest becomes 0 instead. All-zero scores
 /// become [`MAX_NODE_SCORE`] when reversed and stay 0 otherwise.
@@ -220,6 +378,9 @@ pub enum Plugin {
     Score(Box<dyn ScorePlugin>),
     /// Both; the same logic object serves each point.
     Both(Box<dyn FilterPlugin>, Box<dyn ScorePlugin>),
+    /// PreFilter (whose state filters) and PreScore (whose state scores), for
+    /// plugins that need the whole cluster.
+    Cycle(Box<dyn PreFilterPlugin>, Box<dyn PreScorePlugin>),
 }
 
 /// Builds a plugin instance.
@@ -272,6 +433,8 @@ pub struct PluginSpec {
 pub struct Diagnosis {
     /// Node name -> the failing status.
     pub node_to_status: BTreeMap<String, Status>,
+    /// The reasons of a PreFilter plugin that rejected the pod for every node.
+    pub pre_filter_msg: Option<String>,
 }
 
 /// Errors building a profile.
@@ -282,11 +445,24 @@ pub enum ProfileError {
     UnknownPlugin(String),
 }
 
-/// A scheduling profile: filters in order, then weighted scores
-/// (upstream `frameworkImpl` for one `schedulerName`).
+/// A filter of the profile: stateless, or the state of the PreFilter plugin at an index.
+enum FilterSlot {
+    Plain(Box<dyn FilterPlugin>),
+    Cycle(usize),
+}
+
+/// A scorer of the profile: stateless, or the PreScore plugin at an index.
+enum ScoreSlot {
+    Plain(Box<dyn ScorePlugin>),
+    Cycle(Box<dyn PreScorePlugin>),
+}
+
+/// A scheduling profile: PreFilter, filters in order, then PreScore and weighted
+/// scores (upstream `frameworkImpl` for one `schedulerName`).
 pub struct Profile {
-    filters: Vec<Box<dyn FilterPlugin>>,
-    scorers: Vec<(Box<dyn ScorePlugin>, i64)>,
+    pre_filters: Vec<Box<dyn PreFilterPlugin>>,
+    filters: Vec<FilterSlot>,
+    scorers: Vec<(ScoreSlot, i64)>,
     /// `percentageOfNodesToScore`; `None` (or 0 in a config) is adaptive.
     pub percentage_of_nodes_to_score: Option<u32>,
 }
@@ -294,39 +470,74 @@ pub struct Profile {
 impl Profile {
     /// Instantiates `plugins` from `registry`, keeping their order.
     pub fn new(registry: &Registry, plugins: &[PluginSpec]) -> Result<Self, ProfileError> {
-        let mut filters = Vec::new();
-        let mut scorers = Vec::new();
+        let mut p = Self {
+            pre_filters: Vec::new(),
+            filters: Vec::new(),
+            scorers: Vec::new(),
+            percentage_of_nodes_to_score: None,
+        };
         for spec in plugins {
             let make = registry
                 .get(spec.name)
                 .ok_or_else(|| ProfileError::UnknownPlugin(spec.name.to_string()))?;
             match make() {
-                Plugin::Filter(f) => filters.push(f),
-                Plugin::Score(s) => scorers.push((s, spec.weight)),
+                Plugin::Filter(f) => p.filters.push(FilterSlot::Plain(f)),
+                Plugin::Score(s) => p.scorers.push((ScoreSlot::Plain(s), spec.weight)),
                 Plugin::Both(f, s) => {
-                    filters.push(f);
-                    scorers.push((s, spec.weight));
+                    p.filters.push(FilterSlot::Plain(f));
+                    p.scorers.push((ScoreSlot::Plain(s), spec.weight));
+                }
+                Plugin::Cycle(f, s) => {
+                    p.filters.push(FilterSlot::Cycle(p.pre_filters.len()));
+                    p.pre_filters.push(f);
+                    // Weight 0 (score disabled): no PreScore work at all.
+                    if spec.weight != 0 {
+                        p.scorers.push((ScoreSlot::Cycle(s), spec.weight));
+                    }
                 }
             }
         }
-        Ok(Self {
-            filters,
-            scorers,
-            percentage_of_nodes_to_score: None,
-        })
+        Ok(p)
     }
 
-    /// Appends a filter that needs state the registry cannot give it (e.g. watch
-    /// caches); it runs after the profile's other filters.
+    /// Adds a filter that needs state the registry cannot give it (e.g.
+    /// VolumeBinding's watch caches): after the profile's other stateless filters
+    /// and before the first PreFilter-backed one (PodTopologySpread,
+    /// InterPodAffinity), where upstream runs the volume filters.
     pub fn add_filter(&mut self, filter: Box<dyn FilterPlugin>) {
-        self.filters.push(filter);
+        let at = self
+            .filters
+            .iter()
+            .position(|f| matches!(f, FilterSlot::Cycle(_)))
+            .unwrap_or(self.filters.len());
+        self.filters.insert(at, FilterSlot::Plain(filter));
     }
 
-    /// Runs the filters on one node, stopping at the first failure as upstream's
-    /// `RunFilterPlugins` does.
-    pub fn run_filters(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+    /// Runs every PreFilter plugin (upstream `RunPreFilterPlugins`); the first
+    /// rejection stops the attempt and is returned.
+    pub fn run_pre_filters(&self, pod: &PodInfo, snapshot: &Snapshot) -> Result<CycleState, Status> {
+        let mut state = CycleState::default();
+        for p in &self.pre_filters {
+            match p.pre_filter(pod, snapshot) {
+                PreFilterResult::Skip => state.filters.push(None),
+                PreFilterResult::State(s) => state.filters.push(Some(s)),
+                PreFilterResult::Reject(status) => return Err(status),
+            }
+        }
+        Ok(state)
+    }
+
+    /// Runs the filters on one node with the attempt's `state`, stopping at the
+    /// first failure as upstream's `RunFilterPlugins` does.
+    pub fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         for f in &self.filters {
-            let s = f.filter(pod, node);
+            let s = match f {
+                FilterSlot::Plain(f) => f.filter(pod, node),
+                FilterSlot::Cycle(i) => match state.filters.get(*i) {
+                    Some(Some(s)) => s.filter(pod, node),
+                    _ => continue,
+                },
+            };
             if !s.is_success() {
                 return s;
             }
@@ -334,12 +545,26 @@ impl Profile {
         Status::success()
     }
 
-    /// Weighted, normalized total scores of the feasible nodes, in their order.
-    pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Vec<i64> {
+    /// Runs PreScore, then the weighted, normalized scores of the feasible
+    /// nodes, in their order.
+    pub fn run_scores(&self, pod: &PodInfo, nodes: &[&NodeInfo], snapshot: &Snapshot) -> Vec<i64> {
         let mut totals = vec![0; nodes.len()];
         for (plugin, weight) in &self.scorers {
-            let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
-            plugin.normalize(&mut scores);
+            let scores = match plugin {
+                ScoreSlot::Plain(plugin) => {
+                    let mut scores: Vec<i64> = nodes.iter().map(|n| plugin.score(pod, n)).collect();
+                    plugin.normalize(&mut scores);
+                    scores
+                }
+                ScoreSlot::Cycle(plugin) => {
+                    let Some(state) = plugin.pre_score(pod, nodes, snapshot) else {
+                        continue;
+                    };
+                    let mut scores: Vec<i64> = nodes.iter().map(|n| state.score(pod, n)).collect();
+                    state.normalize(nodes, &mut scores);
+                    scores
+                }
+            };
             for (t, s) in totals.iter_mut().zip(scores) {
                 *t += s.clamp(0, MAX_NODE_SCORE) * weight;
             }
@@ -367,10 +592,14 @@ pub fn num_feasible_nodes_to_find(total: usize, percentage: Option<u32>) -> usiz
 /// Renders the `FailedScheduling` message (upstream `FitError.Error`):
 /// `0/N nodes are available: <count> <reason>, ...`, the `<count> <reason>` strings
 /// sorted as strings (so `1 node(s) had ...` comes before `2 Insufficient cpu`), or
-/// `no nodes available to schedule pods` when there are no nodes.
+/// `no nodes available to schedule pods` when there are no nodes. A PreFilter
+/// rejection reads `0/N nodes are available: <its reasons>.` instead.
 pub fn failure_message(total_nodes: usize, diagnosis: &Diagnosis) -> String {
     if total_nodes == 0 {
         return "no nodes available to schedule pods".into();
+    }
+    if let Some(msg) = &diagnosis.pre_filter_msg {
+        return format!("0/{total_nodes} nodes are available: {msg}.");
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for status in diagnosis.node_to_status.values() {

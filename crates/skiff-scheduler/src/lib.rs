@@ -15,6 +15,7 @@
 //! (leader election from the `skiff-leader` crate, client-go semantics).
 #![deny(missing_docs)]
 
+pub mod affinity_terms;
 pub mod algorithm;
 pub mod binder;
 pub mod cache;
@@ -29,7 +30,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use rand::SeedableRng;
@@ -114,8 +115,10 @@ struct Scheduler {
     queue: SchedulingQueue,
     pods_synced: bool,
     nodes_synced: bool,
+    namespaces_synced: bool,
     pod_buffer: Vec<Arc<Pod>>,
     node_buffer: Vec<Arc<Node>>,
+    namespace_buffer: Vec<Namespace>,
     next_start: usize,
     rng: rand::rngs::StdRng,
 }
@@ -128,8 +131,10 @@ impl Scheduler {
             queue: SchedulingQueue::new(),
             pods_synced: false,
             nodes_synced: false,
+            namespaces_synced: false,
             pod_buffer: Vec::new(),
             node_buffer: Vec::new(),
+            namespace_buffer: Vec::new(),
             next_start: 0,
             rng: rand::rngs::StdRng::from_os_rng(),
         }
@@ -141,7 +146,37 @@ impl Scheduler {
     }
 
     fn synced(&self) -> bool {
-        self.pods_synced && self.nodes_synced
+        self.pods_synced && self.nodes_synced && self.namespaces_synced
+    }
+
+    /// Namespace labels feed pod affinity's `namespaceSelector`; a label change
+    /// retries waiting pods.
+    fn on_namespace_event(&mut self, event: watcher::Event<Namespace>, now: Instant) {
+        let helps = match event {
+            watcher::Event::Init => {
+                self.namespace_buffer.clear();
+                false
+            }
+            watcher::Event::InitApply(ns) => {
+                self.namespace_buffer.push(ns);
+                false
+            }
+            watcher::Event::InitDone => {
+                self.cache
+                    .replace_namespaces(&std::mem::take(&mut self.namespace_buffer));
+                self.namespaces_synced = true;
+                true
+            }
+            watcher::Event::Apply(ns) => self.cache.set_namespace(&ns),
+            watcher::Event::Delete(ns) => {
+                self.cache
+                    .remove_namespace(ns.metadata.name.as_deref().unwrap_or_default());
+                false
+            }
+        };
+        if helps {
+            self.queue.move_all(now);
+        }
     }
 
     fn on_pod(&mut self, pod: Arc<Pod>, now: Instant) {
@@ -331,7 +366,10 @@ async fn schedule(client: kube::Client, config: SchedulerConfig, shutdown: Cance
     let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+    let mut nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut namespaces = watcher(Api::<Namespace>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
@@ -353,6 +391,11 @@ async fn schedule(client: kube::Client, config: SchedulerConfig, shutdown: Cance
             ev = nodes.next() => match ev {
                 Some(Ok(ev)) => s.on_node_event(ev, Instant::now()),
                 Some(Err(e)) => tracing::warn!(error = %e, "node watch failed; retrying"),
+                None => return Ok(()),
+            },
+            ev = namespaces.next() => match ev {
+                Some(Ok(ev)) => s.on_namespace_event(ev, Instant::now()),
+                Some(Err(e)) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
                 None => return Ok(()),
             },
             Some(b) = bound_rx.recv() => s.on_bound(b, &binder, Instant::now()),

@@ -5,12 +5,14 @@
 //! rather than built from this registry.
 
 pub mod balanced_allocation;
+pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_name;
 pub mod node_ports;
 pub mod node_ready;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod pod_topology_spread;
 pub mod taint_toleration;
 pub mod volume_binding;
 
@@ -43,6 +45,18 @@ pub fn registry() -> Registry {
             Box::new(node_resources_fit::NodeResourcesFit::default()),
         )
     });
+    r.insert(pod_topology_spread::NAME, || {
+        Plugin::Cycle(
+            Box::new(pod_topology_spread::PodTopologySpread),
+            Box::new(pod_topology_spread::PodTopologySpread),
+        )
+    });
+    r.insert(inter_pod_affinity::NAME, || {
+        Plugin::Cycle(
+            Box::new(inter_pod_affinity::InterPodAffinity),
+            Box::new(inter_pod_affinity::InterPodAffinity),
+        )
+    });
     r.insert(balanced_allocation::NAME, || {
         Plugin::Score(Box::new(balanced_allocation::BalancedAllocation))
     });
@@ -51,7 +65,7 @@ pub fn registry() -> Registry {
 
 /// The default profile: filters in upstream order, scores with upstream default
 /// weights (TaintToleration 3, NodeAffinity 2, NodeResourcesFit 1,
-/// NodeResourcesBalancedAllocation 1).
+/// PodTopologySpread 2, InterPodAffinity 2, NodeResourcesBalancedAllocation 1).
 pub fn default_plugins() -> Vec<PluginSpec> {
     [
         (node_unschedulable::NAME, 0),
@@ -61,6 +75,8 @@ pub fn default_plugins() -> Vec<PluginSpec> {
         (node_affinity::NAME, 2),
         (node_ports::NAME, 0),
         (node_resources_fit::NAME, 1),
+        (pod_topology_spread::NAME, 2),
+        (inter_pod_affinity::NAME, 2),
         (balanced_allocation::NAME, 1),
     ]
     .into_iter()
@@ -76,7 +92,8 @@ pub(crate) mod testing {
     use k8s_openapi::api::core::v1::{Node, Pod};
     use serde_json::{Value, json};
 
-    use crate::framework::{NodeInfo, PodInfo, PodUsage};
+    use crate::affinity_terms::NamespaceLabels;
+    use crate::framework::{NodeInfo, PodInfo, PodUsage, PreFilterPlugin, PreFilterResult, PreScorePlugin, Snapshot};
 
     /// A Ready node with `cpu`/`memory` allocatable; `extra` is merged at the top level
     /// (`spec`, `metadata.labels`).
@@ -108,6 +125,76 @@ pub(crate) mod testing {
 
     /// Places a pod with `spec` on `node`.
     pub fn place(node: &mut NodeInfo, name: &str, spec: Value) {
-        node.add_pod(name, PodUsage::of(&raw_pod(name, spec)));
+        node.add_pod(name, PodUsage::of(&Arc::new(raw_pod(name, spec))));
+    }
+
+    /// A pod with `metadata` (merged over name/uid `name`, namespace `default`)
+    /// and `spec` (a container is added when it has none).
+    pub fn meta_pod(name: &str, metadata: Value, mut spec: Value) -> Arc<Pod> {
+        let mut meta = json!({"name": name, "uid": name, "namespace": "default"});
+        for (k, v) in metadata.as_object().into_iter().flatten() {
+            meta[k] = v.clone();
+        }
+        if spec.get("containers").is_none() {
+            spec["containers"] = json!([{"name": "c"}]);
+        }
+        Arc::new(serde_json::from_value(json!({"metadata": meta, "spec": spec})).unwrap())
+    }
+
+    /// A pod in `default` with `labels` and no constraints.
+    pub fn labeled(name: &str, labels: Value) -> Arc<Pod> {
+        meta_pod(name, json!({"labels": labels}), json!({}))
+    }
+
+    /// A Ready node with labels `kubernetes.io/hostname=<name>` plus `labels`.
+    pub fn topo_node(name: &str, labels: Value) -> NodeInfo {
+        let mut l = json!({"kubernetes.io/hostname": name});
+        for (k, v) in labels.as_object().into_iter().flatten() {
+            l[k] = v.clone();
+        }
+        node(name, "4", "8Gi", json!({"labels": l}))
+    }
+
+    /// Places `pod` on `node`.
+    pub fn put(node: &mut NodeInfo, pod: &Arc<Pod>) {
+        node.add_pod(pod.metadata.uid.as_deref().unwrap(), PodUsage::of(pod));
+    }
+
+    /// Runs a PreFilter plugin over `nodes`, then its Filter on each node: `None`
+    /// when PreFilter skipped, else per node `""` (fits) or the first reason.
+    pub fn filter_all(
+        plugin: &dyn PreFilterPlugin,
+        pod: &Arc<Pod>,
+        nodes: &[NodeInfo],
+        namespaces: &NamespaceLabels,
+    ) -> Option<Vec<String>> {
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let pod = PodInfo::new(pod.clone());
+        match plugin.pre_filter(&pod, &Snapshot::new(&refs, namespaces)) {
+            PreFilterResult::Skip => None,
+            PreFilterResult::Reject(s) => Some(vec![s.reasons.join(", "); nodes.len()]),
+            PreFilterResult::State(state) => Some(
+                nodes
+                    .iter()
+                    .map(|n| state.filter(&pod, n).reasons.first().cloned().unwrap_or_default())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Runs a PreScore plugin with all `nodes` feasible: `None` when it skipped,
+    /// else the normalized scores.
+    pub fn score_all(
+        plugin: &dyn PreScorePlugin,
+        pod: &Arc<Pod>,
+        nodes: &[NodeInfo],
+        namespaces: &NamespaceLabels,
+    ) -> Option<Vec<i64>> {
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let pod = PodInfo::new(pod.clone());
+        let state = plugin.pre_score(&pod, &refs, &Snapshot::new(&refs, namespaces))?;
+        let mut scores: Vec<i64> = refs.iter().map(|n| state.score(&pod, n)).collect();
+        state.normalize(&refs, &mut scores);
+        Some(scores)
     }
 }

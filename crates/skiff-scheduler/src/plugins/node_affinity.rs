@@ -52,20 +52,13 @@ pub fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, 
     exprs.iter().all(|r| requirement_matches(r, labels)) && fields.iter().all(|f| requirement_matches(f, &field_map))
 }
 
-fn labels(node: &NodeInfo) -> BTreeMap<String, String> {
-    node.node
-        .as_ref()
-        .and_then(|n| n.metadata.labels.clone())
-        .unwrap_or_default()
-}
-
 fn node_affinity(pod: &PodInfo) -> Option<&NodeAffinitySpec> {
     pod.pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()
 }
 
 /// Whether the pod's nodeSelector and required node affinity (terms ORed) admit the node.
 pub fn matches(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let labels = labels(node);
+    let labels = node.labels();
     if let Some(sel) = pod.pod.spec.as_ref().and_then(|s| s.node_selector.as_ref())
         && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     {
@@ -76,7 +69,7 @@ pub fn matches(pod: &PodInfo, node: &NodeInfo) -> bool {
         Some(sel) => sel
             .node_selector_terms
             .iter()
-            .any(|t| term_matches(t, &labels, node.name())),
+            .any(|t| term_matches(t, labels, node.name())),
     }
 }
 
@@ -101,12 +94,12 @@ impl ScorePlugin for NodeAffinity {
 
     /// Sum of the weights of the preferred terms the node matches.
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
-        let labels = labels(node);
+        let labels = node.labels();
         node_affinity(pod)
             .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
             .into_iter()
             .flatten()
-            .filter(|p| p.weight != 0 && term_matches(&p.preference, &labels, node.name()))
+            .filter(|p| p.weight != 0 && term_matches(&p.preference, labels, node.name()))
             .map(|p| p.weight as i64)
             .sum()
     }

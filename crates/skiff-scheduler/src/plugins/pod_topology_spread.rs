@@ -1,0 +1,466 @@
+//! PodTopologySpread (upstream pkg/scheduler/framework/plugins/podtopologyspread):
+//! `spec.topologySpreadConstraints` spread matching pods evenly over topology
+//! domains (the values of the node label `topologyKey`).
+//!
+//! A constraint counts the pods in the incoming pod's namespace that its
+//! `labelSelector` (plus the incoming pod's values of `matchLabelKeys`) selects,
+//! skipping terminating pods, on the nodes it considers eligible: nodes having
+//! every constraint's topology key and, per `nodeAffinityPolicy` (default
+//! `Honor`) and `nodeTaintsPolicy` (default `Ignore`), matching the pod's
+//! nodeSelector/required node affinity and having no untolerated
+//! `NoSchedule`/`NoExecute` taint.
+//!
+//! - `whenUnsatisfiable: DoNotSchedule` (PreFilter + Filter): a node passes when
+//!   `count(its domain) + (1 if the pod matches the selector) - global minimum <=
+//!   maxSkew`; the global minimum is 0 while fewer than `minDomains` (default 1)
+//!   domains exist. Failures read `node(s) didn't match pod topology spread
+//!   constraints`, or `... (missing required label)` (unresolvable) when the node
+//!   lacks a topology key.
+//! - `whenUnsatisfiable: ScheduleAnyway` (PreScore + Score): a node scores
+//!   `Σ count(domain) · ln(domains + 2) + (maxSkew − 1)`, fewer is better,
+//!   normalized so the emptiest domain gets 100.
+//!
+//! Pods without constraints get the upstream cluster defaults (zone `maxSkew` 5,
+//! hostname `maxSkew` 3, both `ScheduleAnyway`) when they are owned by a
+//! ReplicaSet, ReplicationController or StatefulSet. Upstream selects the spread
+//! pods with the owners' and Services' selectors; this scheduler has no caches of
+//! those, so the default constraints count the pods with the same controller
+//! (same `ownerReferences[controller=true].uid`), which is the set the owner's
+//! selector picks in the usual case. Pods owned only through a Service get no
+//! default spreading.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
+use skiff_api::selector::{LabelSelector as Selector, Operator, Requirement};
+
+use crate::affinity_terms::{parse_selector, pod_labels, pod_namespace, selects};
+use crate::framework::{
+    Code, FilterState, MAX_NODE_SCORE, NodeInfo, PodInfo, PodUsage, PreFilterPlugin, PreFilterResult, PreScorePlugin,
+    ScoreState, Snapshot, Status,
+};
+use crate::plugins::node_affinity;
+use crate::plugins::taint_toleration::first_untolerated;
+
+/// Registry name.
+pub const NAME: &str = "PodTopologySpread";
+/// A node's domain would exceed `maxSkew`.
+pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
+/// A node lacks a constraint's topology key.
+pub const ERR_NODE_LABEL_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+/// The well-known hostname label.
+pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// The well-known zone label.
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+/// Owner kinds whose pods get the default constraints.
+const DEFAULT_SPREAD_OWNERS: [&str; 3] = ["ReplicaSet", "ReplicationController", "StatefulSet"];
+
+/// The plugin.
+pub struct PodTopologySpread;
+
+/// One parsed constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    /// `maxSkew`.
+    pub max_skew: i64,
+    /// `topologyKey`.
+    pub topology_key: String,
+    /// `labelSelector` with `matchLabelKeys` merged in (`None` selects nothing).
+    pub selector: Option<Selector>,
+    /// For default constraints: the uid of the controller whose pods are spread.
+    pub owner: Option<String>,
+    /// `minDomains` (default 1).
+    pub min_domains: i64,
+    /// `nodeAffinityPolicy` is `Honor` (the default).
+    pub honor_node_affinity: bool,
+    /// `nodeTaintsPolicy` is `Honor` (default `Ignore`).
+    pub honor_node_taints: bool,
+}
+
+fn controller_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+impl Constraint {
+    fn parse(c: &TopologySpreadConstraint, pod: &Pod) -> Self {
+        let mut selector = parse_selector(c.label_selector.as_ref());
+        if let Some(sel) = &mut selector {
+            let labels = pod_labels(pod);
+            for key in c.match_label_keys.iter().flatten() {
+                if let Some(v) = labels.get(key) {
+                    sel.requirements.push(Requirement {
+                        key: key.clone(),
+                        op: Operator::In(vec![v.clone()]),
+                    });
+                }
+            }
+        }
+        Self {
+            max_skew: c.max_skew as i64,
+            topology_key: c.topology_key.clone(),
+            selector,
+            owner: None,
+            min_domains: c.min_domains.unwrap_or(1) as i64,
+            honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_node_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+        }
+    }
+
+    fn default(topology_key: &str, max_skew: i64, owner: &str) -> Self {
+        Self {
+            max_skew,
+            topology_key: topology_key.into(),
+            selector: Some(Selector::default()),
+            owner: Some(owner.into()),
+            min_domains: 1,
+            honor_node_affinity: true,
+            honor_node_taints: false,
+        }
+    }
+
+    /// Whether the constraint's selector picks `pod`.
+    pub fn selects(&self, pod: &Pod) -> bool {
+        selects(&self.selector, pod_labels(pod)) && self.owner.as_deref().is_none_or(|o| controller_uid(pod) == Some(o))
+    }
+
+    /// How many pods on `node` the constraint counts (upstream
+    /// `countPodsMatchSelector`: none for an empty selector, only namespace `ns`,
+    /// no terminating pods).
+    fn count(&self, node: &NodeInfo, ns: &str) -> i64 {
+        if self.owner.is_none() && self.selector.as_ref().is_none_or(Selector::is_empty) {
+            return 0;
+        }
+        node.pods
+            .values()
+            .filter(|p| {
+                p.pod.metadata.deletion_timestamp.is_none() && pod_namespace(&p.pod) == ns && self.selects(&p.pod)
+            })
+            .count() as i64
+    }
+
+    /// Whether the node counts for the pod under the inclusion policies.
+    fn includes(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
+        if self.honor_node_affinity && !node_affinity::matches(pod, node) {
+            return false;
+        }
+        if self.honor_node_taints {
+            let taints = node
+                .node
+                .as_ref()
+                .and_then(|n| n.spec.as_ref()?.taints.as_deref())
+                .unwrap_or_default();
+            let tolerations = pod
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.as_deref())
+                .unwrap_or_default();
+            if first_untolerated(taints, tolerations).is_some() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The pod's constraints with `whenUnsatisfiable == action`, or — when it has no
+/// constraints at all — the cluster defaults for that action (see the module doc).
+pub fn constraints(pod: &Pod, action: &str) -> Vec<Constraint> {
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or_default();
+    if !own.is_empty() {
+        return own
+            .iter()
+            .filter(|c| c.when_unsatisfiable == action)
+            .map(|c| Constraint::parse(c, pod))
+            .collect();
+    }
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && DEFAULT_SPREAD_OWNERS.contains(&o.kind.as_str()));
+    match owner {
+        Some(o) if action == "ScheduleAnyway" => vec![
+            Constraint::default(LABEL_ZONE, 5, &o.uid),
+            Constraint::default(LABEL_HOSTNAME, 3, &o.uid),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn has_all_keys(labels: &BTreeMap<String, String>, constraints: &[Constraint]) -> bool {
+    constraints.iter().all(|c| labels.contains_key(&c.topology_key))
+}
+
+/// PodTopologySpread's PreFilter state: matching pods per domain.
+#[derive(Debug, Clone)]
+pub struct SpreadFilterState {
+    constraints: Arc<Vec<Constraint>>,
+    /// Topology key -> value -> matching pods, for every eligible domain.
+    counts: HashMap<String, HashMap<String, i64>>,
+    /// Topology key -> the smallest count (the global minimum).
+    min: HashMap<String, i64>,
+}
+
+impl SpreadFilterState {
+    /// The state for the pod's `DoNotSchedule` constraints, `None` without any.
+    /// O(nodes × constraints + pods).
+    pub fn new(pod: &PodInfo, snapshot: &Snapshot) -> Option<Self> {
+        let constraints = constraints(&pod.pod, "DoNotSchedule");
+        if constraints.is_empty() {
+            return None;
+        }
+        let ns = pod_namespace(&pod.pod);
+        let mut counts: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        for node in snapshot.nodes {
+            let labels = node.labels();
+            if !has_all_keys(labels, &constraints) {
+                continue;
+            }
+            for c in &constraints {
+                if c.includes(pod, node) {
+                    *counts
+                        .entry(c.topology_key.clone())
+                        .or_default()
+                        .entry(labels[&c.topology_key].clone())
+                        .or_default() += c.count(node, ns);
+                }
+            }
+        }
+        let mut s = Self {
+            constraints: Arc::new(constraints),
+            counts,
+            min: HashMap::new(),
+        };
+        let keys: Vec<String> = s.counts.keys().cloned().collect();
+        for k in keys {
+            s.refresh_min(&k);
+        }
+        Some(s)
+    }
+
+    fn refresh_min(&mut self, key: &str) {
+        match self.counts.get(key).and_then(|v| v.values().min()) {
+            Some(&m) => self.min.insert(key.to_string(), m),
+            None => self.min.remove(key),
+        };
+    }
+
+    /// The global minimum for a constraint: 0 while fewer than `minDomains`
+    /// domains exist; `None` when no node has the key.
+    fn min_match(&self, c: &Constraint) -> Option<i64> {
+        let min = *self.min.get(&c.topology_key)?;
+        let domains = self.counts.get(&c.topology_key).map_or(0, HashMap::len) as i64;
+        Some(if domains < c.min_domains { 0 } else { min })
+    }
+
+    fn update(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo, delta: i64) {
+        let labels = node.labels();
+        if pod_namespace(&other.pod) != pod_namespace(&pod.pod) || !has_all_keys(labels, &self.constraints) {
+            return;
+        }
+        let constraints = self.constraints.clone();
+        for c in constraints.iter() {
+            if !c.selects(&other.pod) || !c.includes(pod, node) {
+                continue;
+            }
+            *self
+                .counts
+                .entry(c.topology_key.clone())
+                .or_default()
+                .entry(labels[&c.topology_key].clone())
+                .or_default() += delta;
+            self.refresh_min(&c.topology_key);
+        }
+    }
+}
+
+impl FilterState for SpreadFilterState {
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let labels = node.labels();
+        for c in self.constraints.iter() {
+            let Some(value) = labels.get(&c.topology_key) else {
+                return Status::new(Code::UnschedulableAndUnresolvable, ERR_NODE_LABEL_NOT_MATCH);
+            };
+            let Some(min) = self.min_match(c) else { continue };
+            let own = i64::from(c.selects(&pod.pod));
+            let count = self
+                .counts
+                .get(&c.topology_key)
+                .and_then(|v| v.get(value))
+                .copied()
+                .unwrap_or(0);
+            if count + own - min > c.max_skew {
+                return Status::new(Code::Unschedulable, ERR_CONSTRAINTS_NOT_MATCH);
+            }
+        }
+        Status::success()
+    }
+
+    fn add_pod(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo) {
+        self.update(pod, other, node, 1);
+    }
+
+    fn remove_pod(&mut self, pod: &PodInfo, other: &PodUsage, node: &NodeInfo) {
+        self.update(pod, other, node, -1);
+    }
+
+    fn clone_box(&self) -> Box<dyn FilterState> {
+        Box::new(self.clone())
+    }
+}
+
+/// PodTopologySpread's PreScore state.
+#[derive(Debug, Clone)]
+pub struct SpreadScoreState {
+    constraints: Vec<Constraint>,
+    namespace: String,
+    /// Feasible nodes lacking a topology key (they score 0).
+    ignored: HashSet<String>,
+    /// Per constraint (not hostname): domain value -> matching pods.
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: `ln(domains + 2)`.
+    weights: Vec<f64>,
+}
+
+impl SpreadScoreState {
+    /// The state for the pod's `ScheduleAnyway` constraints (or the defaults),
+    /// `None` without any. O(nodes × constraints + pods).
+    pub fn new(pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot) -> Option<Self> {
+        if snapshot.nodes.is_empty() {
+            return None;
+        }
+        let constraints = constraints(&pod.pod, "ScheduleAnyway");
+        if constraints.is_empty() {
+            return None;
+        }
+        // System defaults do not require every key, so nodes without a zone
+        // still get hostname spreading.
+        let require_all = constraints.iter().all(|c| c.owner.is_none());
+        let mut ignored = HashSet::new();
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        for node in feasible {
+            let labels = node.labels();
+            if require_all && !has_all_keys(labels, &constraints) {
+                ignored.insert(node.name().to_string());
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if c.topology_key != LABEL_HOSTNAME {
+                    let v = labels.get(&c.topology_key).cloned().unwrap_or_default();
+                    counts[i].entry(v).or_default();
+                }
+            }
+        }
+        let weights = constraints
+            .iter()
+            .zip(&counts)
+            .map(|(c, domains)| {
+                let size = if c.topology_key == LABEL_HOSTNAME {
+                    feasible.len() - ignored.len()
+                } else {
+                    domains.len()
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        let ns = pod_namespace(&pod.pod).to_string();
+        for node in snapshot.nodes {
+            let labels = node.labels();
+            if require_all && !has_all_keys(labels, &constraints) {
+                continue;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if !c.includes(pod, node) {
+                    continue;
+                }
+                let v = labels.get(&c.topology_key).map(String::as_str).unwrap_or_default();
+                if let Some(n) = counts[i].get_mut(v) {
+                    *n += c.count(node, &ns);
+                }
+            }
+        }
+        Some(Self {
+            constraints,
+            namespace: ns,
+            ignored,
+            counts,
+            weights,
+        })
+    }
+}
+
+impl ScoreState for SpreadScoreState {
+    fn score(&self, _pod: &PodInfo, node: &NodeInfo) -> i64 {
+        if self.ignored.contains(node.name()) {
+            return 0;
+        }
+        let labels = node.labels();
+        let mut score = 0.0;
+        for (i, c) in self.constraints.iter().enumerate() {
+            let Some(v) = labels.get(&c.topology_key) else { continue };
+            let count = if c.topology_key == LABEL_HOSTNAME {
+                c.count(node, &self.namespace)
+            } else {
+                self.counts[i].get(v).copied().unwrap_or(0)
+            };
+            score += count as f64 * self.weights[i] + (c.max_skew - 1) as f64;
+        }
+        score.round() as i64
+    }
+
+    /// Fewer matching pods score higher: `100 · (max + min − s) / max`; ignored
+    /// nodes get 0, and all nodes 100 when no domain has a matching pod.
+    fn normalize(&self, nodes: &[&NodeInfo], scores: &mut [i64]) {
+        let counted = |i: &usize| !self.ignored.contains(nodes[*i].name());
+        let (mut min, mut max) = (i64::MAX, 0);
+        for i in (0..scores.len()).filter(counted) {
+            min = min.min(scores[i]);
+            max = max.max(scores[i]);
+        }
+        for (i, s) in scores.iter_mut().enumerate() {
+            *s = if !counted(&i) {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *s) / max
+            };
+        }
+    }
+}
+
+impl PreFilterPlugin for PodTopologySpread {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pre_filter(&self, pod: &PodInfo, snapshot: &Snapshot) -> PreFilterResult {
+        match SpreadFilterState::new(pod, snapshot) {
+            Some(s) => PreFilterResult::State(Box::new(s)),
+            None => PreFilterResult::Skip,
+        }
+    }
+}
+
+impl PreScorePlugin for PodTopologySpread {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pre_score(&self, pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot) -> Option<Box<dyn ScoreState>> {
+        SpreadScoreState::new(pod, feasible, snapshot).map(|s| Box::new(s) as Box<dyn ScoreState>)
+    }
+}
