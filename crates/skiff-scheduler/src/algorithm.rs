@@ -184,4 +184,159 @@ mod tests {
         let err = schedule_pod(&profile, &cache, &b, &mut start, &mut rng).unwrap_err();
         assert_eq!(err.to_string(), "0/1 nodes are available: 1 Insufficient cpu.");
     }
+
+    fn schedule(
+        profile: &Profile,
+        cache: &mut Cache,
+        pod: &Arc<k8s_openapi::api::core::v1::Pod>,
+    ) -> Result<String, String> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let node =
+            schedule_pod(profile, cache, &PodInfo::new(pod.clone()), &mut 0, &mut rng).map_err(|e| e.to_string())?;
+        cache.assume(pod, &node);
+        Ok(node)
+    }
+
+    fn cluster(nodes: &[(&str, &str)]) -> Cache {
+        let mut cache = Cache::new();
+        for (name, zone) in nodes {
+            let info = crate::plugins::testing::topo_node(name, json!({"topology.kubernetes.io/zone": zone}));
+            cache.set_node(info.node.unwrap());
+        }
+        cache
+    }
+
+    /// The "Assigning Pods to Nodes" example: redis-cache replicas repel each
+    /// other; web-store replicas repel each other and need a cache on their node.
+    #[test]
+    fn web_store_replicas_land_one_per_node_next_to_a_cache() {
+        let profile = Profile::new(&registry(), &default_plugins()).unwrap();
+        let mut cache = cluster(&[("n1", "a"), ("n2", "a"), ("n3", "b"), ("n4", "b")]);
+        let term = |app: &str| {
+            json!([{"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": [app]}]},
+                    "topologyKey": "kubernetes.io/hostname"}])
+        };
+        let redis = |i: usize| {
+            crate::plugins::testing::meta_pod(
+                &format!("redis-{i}"),
+                json!({"labels": {"app": "store"}}),
+                json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("store")}}}),
+            )
+        };
+        let web = |i: usize| {
+            crate::plugins::testing::meta_pod(
+                &format!("web-{i}"),
+                json!({"labels": {"app": "web-store"}}),
+                json!({"affinity": {
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("web-store")},
+                    "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": term("store")}}}),
+            )
+        };
+        let mut redis_nodes: Vec<String> = (0..3)
+            .map(|i| schedule(&profile, &mut cache, &redis(i)).unwrap())
+            .collect();
+        let mut web_nodes: Vec<String> = (0..3)
+            .map(|i| schedule(&profile, &mut cache, &web(i)).unwrap())
+            .collect();
+        redis_nodes.sort();
+        web_nodes.sort();
+        redis_nodes.dedup();
+        assert_eq!(redis_nodes.len(), 3, "one cache per node");
+        assert_eq!(web_nodes, redis_nodes, "each web replica next to a cache, one per node");
+        assert_eq!(
+            schedule(&profile, &mut cache, &web(3)).unwrap_err(),
+            "0/4 nodes are available: 1 node(s) didn't match pod affinity rules, \
+             3 node(s) didn't match pod anti-affinity rules."
+        );
+        let free = schedule(&profile, &mut cache, &redis(3)).unwrap();
+        assert!(!redis_nodes.contains(&free));
+        assert_eq!(
+            schedule(&profile, &mut cache, &redis(4)).unwrap_err(),
+            "0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules."
+        );
+    }
+
+    #[test]
+    fn hard_spread_constraints_balance_zones_and_nodes() {
+        let profile = Profile::new(&registry(), &default_plugins()).unwrap();
+        let mut cache = cluster(&[("n1", "a"), ("n2", "a"), ("n3", "b"), ("n4", "b"), ("n5", "b")]);
+        let pod = |i: usize| {
+            crate::plugins::testing::meta_pod(
+                &format!("p{i}"),
+                json!({"labels": {"app": "spread"}}),
+                json!({"topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"app": "spread"}}},
+                    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"app": "spread"}}}]}),
+            )
+        };
+        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..6 {
+            *per_node
+                .entry(schedule(&profile, &mut cache, &pod(i)).unwrap())
+                .or_default() += 1;
+        }
+        let zone_a = per_node.get("n1").unwrap_or(&0) + per_node.get("n2").unwrap_or(&0);
+        assert_eq!(zone_a, 3, "{per_node:?}");
+        // Five nodes, six pods, node skew at most 1: one node has two.
+        assert_eq!(per_node.len(), 5, "{per_node:?}");
+        assert!(per_node.values().all(|&n| n <= 2));
+    }
+
+    struct RejectAll;
+
+    impl crate::framework::PreFilterPlugin for RejectAll {
+        fn name(&self) -> &'static str {
+            "RejectAll"
+        }
+
+        fn pre_filter(
+            &self,
+            _pod: &PodInfo,
+            _snapshot: &crate::framework::Snapshot,
+        ) -> crate::framework::PreFilterResult {
+            crate::framework::PreFilterResult::Reject(crate::framework::Status::new(
+                crate::framework::Code::UnschedulableAndUnresolvable,
+                "pod has unbound immediate PersistentVolumeClaims",
+            ))
+        }
+    }
+
+    struct Nothing;
+
+    impl crate::framework::PreScorePlugin for Nothing {
+        fn name(&self) -> &'static str {
+            "RejectAll"
+        }
+
+        fn pre_score(
+            &self,
+            _pod: &PodInfo,
+            _feasible: &[&NodeInfo],
+            _snapshot: &crate::framework::Snapshot,
+        ) -> Option<Box<dyn crate::framework::ScoreState>> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_pre_filter_rejection_fails_every_node_with_its_message() {
+        let mut r = registry();
+        r.insert("RejectAll", || {
+            crate::framework::Plugin::Cycle(Box::new(RejectAll), Box::new(Nothing))
+        });
+        let mut plugins = default_plugins();
+        plugins.push(crate::framework::PluginSpec {
+            name: "RejectAll",
+            weight: 1,
+        });
+        let profile = Profile::new(&r, &plugins).unwrap();
+        let mut cache = cluster(&[("n1", "a"), ("n2", "b")]);
+        let p = crate::plugins::testing::labeled("p", json!({}));
+        assert_eq!(
+            schedule(&profile, &mut cache, &p).unwrap_err(),
+            "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+        );
+    }
 }

@@ -464,3 +464,270 @@ impl PreScorePlugin for PodTopologySpread {
         SpreadScoreState::new(pod, feasible, snapshot).map(|s| Box::new(s) as Box<dyn ScoreState>)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity_terms::NamespaceLabels;
+    use crate::plugins::testing::{filter_all, labeled, meta_pod, put, score_all, topo_node};
+    use serde_json::{Value, json};
+
+    const OK: &str = "";
+    const SKEW: &str = ERR_CONSTRAINTS_NOT_MATCH;
+
+    fn spread(key: &str, max_skew: i32, when: &str, extra: Value) -> Value {
+        let mut c = json!({"maxSkew": max_skew, "topologyKey": key, "whenUnsatisfiable": when,
+            "labelSelector": {"matchLabels": {"foo": "bar"}}});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    fn incoming(constraints: Value, spec: Value) -> Arc<Pod> {
+        let mut spec = spec;
+        spec["topologySpreadConstraints"] = constraints;
+        meta_pod("new", json!({"labels": {"foo": "bar"}}), spec)
+    }
+
+    /// The docs' cluster: zoneA = node1, node2; zoneB = node3, node4; one
+    /// `foo=bar` pod on each of node1, node2 and node3.
+    fn docs_cluster() -> Vec<NodeInfo> {
+        let mut n = vec![
+            topo_node("node1", json!({LABEL_ZONE: "zoneA"})),
+            topo_node("node2", json!({LABEL_ZONE: "zoneA"})),
+            topo_node("node3", json!({LABEL_ZONE: "zoneB"})),
+            topo_node("node4", json!({LABEL_ZONE: "zoneB"})),
+        ];
+        for (i, node) in n.iter_mut().take(3).enumerate() {
+            put(node, &labeled(&format!("p{i}"), json!({"foo": "bar"})));
+        }
+        n
+    }
+
+    fn run(pod: &Arc<Pod>, nodes: &[NodeInfo]) -> Option<Vec<String>> {
+        filter_all(&PodTopologySpread, pod, nodes, &NamespaceLabels::new())
+    }
+
+    #[test]
+    fn docs_example_one_zone_constraint() {
+        let p = incoming(json!([spread(LABEL_ZONE, 1, "DoNotSchedule", json!({}))]), json!({}));
+        // zoneA would reach 3 against zoneB's 1.
+        assert_eq!(run(&p, &docs_cluster()).unwrap(), vec![SKEW, SKEW, OK, OK]);
+        // maxSkew 2 admits zoneA too.
+        let p = incoming(json!([spread(LABEL_ZONE, 2, "DoNotSchedule", json!({}))]), json!({}));
+        assert_eq!(run(&p, &docs_cluster()).unwrap(), vec![OK; 4]);
+    }
+
+    #[test]
+    fn docs_example_zone_and_node_constraints() {
+        let p = incoming(
+            json!([
+                spread(LABEL_ZONE, 1, "DoNotSchedule", json!({})),
+                spread(LABEL_HOSTNAME, 1, "DoNotSchedule", json!({})),
+            ]),
+            json!({}),
+        );
+        assert_eq!(run(&p, &docs_cluster()).unwrap(), vec![SKEW, SKEW, SKEW, OK]);
+    }
+
+    #[test]
+    fn pods_without_constraints_or_other_pods_skip() {
+        let plain = labeled("x", json!({"foo": "bar"}));
+        assert_eq!(run(&plain, &docs_cluster()), None);
+        assert_eq!(
+            score_all(&PodTopologySpread, &plain, &docs_cluster(), &NamespaceLabels::new()),
+            None
+        );
+        // Only ScheduleAnyway constraints: PreFilter skips.
+        let soft = incoming(json!([spread(LABEL_ZONE, 1, "ScheduleAnyway", json!({}))]), json!({}));
+        assert_eq!(run(&soft, &docs_cluster()), None);
+    }
+
+    #[test]
+    fn nodes_without_the_key_are_unresolvable_and_do_not_count() {
+        let mut n = docs_cluster();
+        n.push(topo_node("nozone", json!({})));
+        put(&mut n[4], &labeled("extra", json!({"foo": "bar"})));
+        let p = incoming(json!([spread(LABEL_ZONE, 1, "DoNotSchedule", json!({}))]), json!({}));
+        assert_eq!(run(&p, &n).unwrap(), vec![SKEW, SKEW, OK, OK, ERR_NODE_LABEL_NOT_MATCH]);
+    }
+
+    #[test]
+    fn pods_elsewhere_terminating_or_unselected_do_not_count() {
+        let mut n = docs_cluster();
+        // Two more matching pods in zoneB, but in another namespace or terminating.
+        put(
+            &mut n[3],
+            &meta_pod("o", json!({"namespace": "other", "labels": {"foo": "bar"}}), json!({})),
+        );
+        put(
+            &mut n[3],
+            &meta_pod(
+                "t",
+                json!({"labels": {"foo": "bar"}, "deletionTimestamp": "2026-01-01T00:00:00Z"}),
+                json!({}),
+            ),
+        );
+        put(&mut n[3], &labeled("u", json!({"foo": "baz"})));
+        let p = incoming(json!([spread(LABEL_ZONE, 1, "DoNotSchedule", json!({}))]), json!({}));
+        assert_eq!(run(&p, &n).unwrap(), vec![SKEW, SKEW, OK, OK]);
+    }
+
+    #[test]
+    fn min_domains_treats_the_global_minimum_as_zero() {
+        let mut n = docs_cluster();
+        put(&mut n[3], &labeled("p3", json!({"foo": "bar"})));
+        // zoneA 2, zoneB 2: with maxSkew 2 every node passes.
+        let c = |extra| incoming(json!([spread(LABEL_ZONE, 2, "DoNotSchedule", extra)]), json!({}));
+        assert_eq!(run(&c(json!({})), &n).unwrap(), vec![OK; 4]);
+        // With minDomains 3 only 2 domains exist, so the minimum is 0 and 2+1-0 > 2.
+        assert_eq!(run(&c(json!({"minDomains": 3})), &n).unwrap(), vec![SKEW; 4]);
+    }
+
+    #[test]
+    fn match_label_keys_narrow_the_selector_to_the_pods_revision() {
+        let mut n = docs_cluster();
+        for (i, node) in n.iter_mut().take(2).enumerate() {
+            put(node, &labeled(&format!("old{i}"), json!({"foo": "bar", "hash": "old"})));
+        }
+        let pod = |extra| {
+            let mut p = (*incoming(json!([spread(LABEL_ZONE, 1, "DoNotSchedule", extra)]), json!({}))).clone();
+            p.metadata.labels.as_mut().unwrap().insert("hash".into(), "new".into());
+            Arc::new(p)
+        };
+        assert_eq!(run(&pod(json!({})), &n).unwrap(), vec![SKEW, SKEW, OK, OK]);
+        // Only the pods of revision "new" count: none exist, every node passes.
+        assert_eq!(run(&pod(json!({"matchLabelKeys": ["hash"]})), &n).unwrap(), vec![OK; 4]);
+    }
+
+    #[test]
+    fn node_inclusion_policies_follow_upstream_defaults() {
+        // zoneC's only node is tainted and excluded by the pod's node affinity.
+        let mut n = docs_cluster();
+        let mut c = topo_node("node5", json!({LABEL_ZONE: "zoneC", "tier": "spare"}));
+        c.set_node(Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": "node5",
+                "labels": {LABEL_ZONE: "zoneC", LABEL_HOSTNAME: "node5", "tier": "spare"}},
+                "spec": {"taints": [{"key": "spare", "effect": "NoSchedule"}]}}))
+            .unwrap(),
+        ));
+        n.push(c);
+        let avoid_spare = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}]}}}});
+        let pod = |extra, spec| incoming(json!([spread(LABEL_ZONE, 1, "DoNotSchedule", extra)]), spec);
+        // Default: affinity honored (zoneC ignored, min 1), taints ignored.
+        assert_eq!(
+            run(&pod(json!({}), avoid_spare.clone()), &n).unwrap(),
+            vec![SKEW, SKEW, OK, OK, OK]
+        );
+        // nodeAffinityPolicy Ignore: zoneC counts with 0 pods, so only it fits.
+        assert_eq!(
+            run(&pod(json!({"nodeAffinityPolicy": "Ignore"}), avoid_spare), &n).unwrap(),
+            vec![SKEW, SKEW, SKEW, SKEW, OK]
+        );
+        // Without node affinity, taints are ignored by default (zoneC counts)...
+        assert_eq!(
+            run(&pod(json!({}), json!({})), &n).unwrap(),
+            vec![SKEW, SKEW, SKEW, SKEW, OK]
+        );
+        // ...and honored on request.
+        assert_eq!(
+            run(&pod(json!({"nodeTaintsPolicy": "Honor"}), json!({})), &n).unwrap(),
+            vec![SKEW, SKEW, OK, OK, OK]
+        );
+    }
+
+    #[test]
+    fn add_and_remove_pod_move_the_minimum() {
+        let n = docs_cluster();
+        let refs: Vec<&NodeInfo> = n.iter().collect();
+        let ns = NamespaceLabels::new();
+        let pod = PodInfo::new(incoming(
+            json!([spread(LABEL_ZONE, 1, "DoNotSchedule", json!({}))]),
+            json!({}),
+        ));
+        let state = SpreadFilterState::new(&pod, &Snapshot::new(&refs, &ns)).unwrap();
+        let mut copy = state.clone_box();
+        let p0 = n[0].pods["p0"].clone();
+        let mut node1 = n[0].clone();
+        node1.remove_pod("p0");
+        copy.remove_pod(&pod, &p0, &node1);
+        assert!(copy.filter(&pod, &node1).is_success(), "zoneA 1 + 1 - 1 <= 1");
+        assert!(!state.filter(&pod, &n[0]).is_success());
+        copy.add_pod(&pod, &p0, &n[3]);
+        assert!(!copy.filter(&pod, &n[3]).is_success(), "zoneB now 2, zoneA 1");
+    }
+
+    #[test]
+    fn schedule_anyway_prefers_the_emptier_domain() {
+        let ns = NamespaceLabels::new();
+        let p = incoming(json!([spread(LABEL_ZONE, 1, "ScheduleAnyway", json!({}))]), json!({}));
+        // zoneA 2 pods, zoneB 1: raw 2·ln4 = 3 and 1·ln4 = 1, normalized 100·(3+1-s)/3.
+        assert_eq!(
+            score_all(&PodTopologySpread, &p, &docs_cluster(), &ns).unwrap(),
+            vec![33, 33, 100, 100]
+        );
+        let p = incoming(
+            json!([spread(LABEL_HOSTNAME, 1, "ScheduleAnyway", json!({}))]),
+            json!({}),
+        );
+        assert_eq!(
+            score_all(&PodTopologySpread, &p, &docs_cluster(), &ns).unwrap(),
+            vec![0, 0, 0, 100]
+        );
+        // A node without the key scores 0.
+        let mut n = docs_cluster();
+        n.push(topo_node("nozone", json!({})));
+        let p = incoming(json!([spread(LABEL_ZONE, 1, "ScheduleAnyway", json!({}))]), json!({}));
+        assert_eq!(
+            score_all(&PodTopologySpread, &p, &n, &ns).unwrap(),
+            vec![33, 33, 100, 100, 0]
+        );
+    }
+
+    #[test]
+    fn controller_owned_pods_get_the_default_constraints() {
+        let ns = NamespaceLabels::new();
+        let owned = |name: &str, uid: &str| {
+            meta_pod(
+                name,
+                json!({"labels": {"app": "web"}, "ownerReferences": [{"apiVersion": "apps/v1",
+                    "kind": "ReplicaSet", "name": "web", "uid": uid, "controller": true}]}),
+                json!({}),
+            )
+        };
+        // Three nodes without zone labels: hostname spreading still applies.
+        let mut n = vec![
+            topo_node("a", json!({})),
+            topo_node("b", json!({})),
+            topo_node("c", json!({})),
+        ];
+        put(&mut n[0], &owned("r1", "rs-1"));
+        put(&mut n[0], &owned("r2", "rs-1"));
+        put(&mut n[1], &owned("x1", "rs-2"));
+        put(&mut n[1], &owned("x2", "rs-2"));
+        // a: 2·ln5 + 2 = 5, b and c: 0 + 2 = 2 (rs-2's pods are not counted).
+        assert_eq!(
+            score_all(&PodTopologySpread, &owned("new", "rs-1"), &n, &ns).unwrap(),
+            vec![40, 100, 100]
+        );
+        assert_eq!(run(&owned("new", "rs-1"), &n), None, "defaults are ScheduleAnyway only");
+        let defaults = constraints(&owned("new", "rs-1"), "ScheduleAnyway");
+        assert_eq!(
+            defaults
+                .iter()
+                .map(|c| (c.topology_key.as_str(), c.max_skew))
+                .collect::<Vec<_>>(),
+            vec![(LABEL_ZONE, 5), (LABEL_HOSTNAME, 3)]
+        );
+        // Pods owned by something else (a Job) or by nothing get no defaults.
+        let job = meta_pod(
+            "j",
+            json!({"ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "j",
+                "controller": true}]}),
+            json!({}),
+        );
+        assert_eq!(score_all(&PodTopologySpread, &job, &n, &ns), None);
+    }
+}
