@@ -67,7 +67,7 @@ pub fn schedule_pod(
             diagnosis,
         });
     }
-    let snapshot = Snapshot::new(&nodes, cache.namespaces());
+    let snapshot = Snapshot::new(&nodes, cache.namespaces(), cache.index());
     let state = match profile.run_pre_filters(pod, &snapshot) {
         Ok(state) => state,
         Err(status) => {

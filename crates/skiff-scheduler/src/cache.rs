@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 
 use crate::affinity_terms::NamespaceLabels;
 use crate::framework::{NodeInfo, PodUsage};
+use crate::pod_index::PodIndex;
 
 #[derive(Debug, Clone)]
 struct Placement {
@@ -24,6 +25,7 @@ pub struct Cache {
     nodes: BTreeMap<String, NodeInfo>,
     placements: HashMap<String, Placement>,
     namespaces: NamespaceLabels,
+    index: PodIndex,
 }
 
 fn uid(p: &Pod) -> String {
@@ -115,6 +117,7 @@ impl Cache {
 
     fn place(&mut self, uid: &str, node: &str, usage: PodUsage, assumed: bool) {
         self.unplace(uid);
+        self.index.add(node, uid, &usage.pod);
         self.nodes.entry(node.to_string()).or_default().add_pod(uid, usage);
         self.placements.insert(
             uid.to_string(),
@@ -130,6 +133,9 @@ impl Cache {
             return false;
         };
         if let Some(info) = self.nodes.get_mut(&p.node) {
+            if let Some(usage) = info.pods.get(uid) {
+                self.index.remove(uid, &usage.pod);
+            }
             info.remove_pod(uid);
             if info.node.is_none() && info.pods.is_empty() {
                 self.nodes.remove(&p.node);
@@ -251,6 +257,11 @@ impl Cache {
     /// Namespace name -> labels.
     pub fn namespaces(&self) -> &NamespaceLabels {
         &self.namespaces
+    }
+
+    /// The placed pods by namespace + label and by controller.
+    pub fn index(&self) -> &PodIndex {
+        &self.index
     }
 }
 

@@ -12,12 +12,14 @@
 //! ([`CycleState::add_pod`], [`CycleState::remove_pod`], upstream PreFilter
 //! `AddPod`/`RemovePod`) so preemption can re-run the filters on a copy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::affinity_terms::{NamespaceLabels, PodAffinityTerms};
+use crate::pod_index::PodIndex;
 use crate::resources::{Resources, allocatable, pod_requests};
 
 /// Highest score a plugin may give a node (upstream `MaxNodeScore`).
@@ -244,23 +246,25 @@ pub trait ScorePlugin: Send + Sync {
 }
 
 /// The whole cluster as PreFilter and PreScore see it during one attempt
-/// (upstream `SharedLister`): every node with its pods, and the labels of every
-/// Namespace (for `namespaceSelector`).
-#[derive(Clone, Copy)]
+/// (upstream `SharedLister`): every node with its pods, an index of the placed
+/// pods, and the labels of every Namespace (for `namespaceSelector`).
 pub struct Snapshot<'a> {
     /// Every node that has a Node object.
     pub nodes: &'a [&'a NodeInfo],
     /// Namespace name -> labels.
     pub namespaces: &'a NamespaceLabels,
+    /// The placed pods by namespace + label and by controller.
+    pub index: &'a PodIndex,
     /// Pods with pod affinity or anti-affinity, over all nodes.
     pub pods_with_affinity: usize,
     /// Pods with required pod anti-affinity, over all nodes.
     pub pods_with_required_anti_affinity: usize,
+    by_name: OnceCell<HashMap<&'a str, &'a NodeInfo>>,
 }
 
 impl<'a> Snapshot<'a> {
-    /// A snapshot of `nodes`; O(nodes).
-    pub fn new(nodes: &'a [&'a NodeInfo], namespaces: &'a NamespaceLabels) -> Self {
+    /// A snapshot of `nodes` whose pods `index` holds; O(nodes).
+    pub fn new(nodes: &'a [&'a NodeInfo], namespaces: &'a NamespaceLabels, index: &'a PodIndex) -> Self {
         let (mut affinity, mut anti) = (0, 0);
         for n in nodes {
             affinity += n.pods_with_affinity;
@@ -269,8 +273,37 @@ impl<'a> Snapshot<'a> {
         Self {
             nodes,
             namespaces,
+            index,
             pods_with_affinity: affinity,
             pods_with_required_anti_affinity: anti,
+            by_name: OnceCell::new(),
+        }
+    }
+
+    /// A node by name (the name map is built on first use, O(nodes)).
+    pub fn node(&self, name: &str) -> Option<&'a NodeInfo> {
+        self.by_name
+            .get_or_init(|| self.nodes.iter().map(|n| (n.name(), *n)).collect())
+            .get(name)
+            .copied()
+    }
+
+    /// `(node, pod)` for every placed pod `index_hits` names (as `(uid, node)`),
+    /// or for every placed pod when `index_hits` is `None`.
+    pub fn pods(&self, index_hits: Option<Vec<(&str, &str)>>) -> Vec<(&'a NodeInfo, &'a PodUsage)> {
+        match index_hits {
+            Some(hits) => hits
+                .into_iter()
+                .filter_map(|(uid, node)| {
+                    let n = self.node(node)?;
+                    Some((n, n.pods.get(uid)?))
+                })
+                .collect(),
+            None => self
+                .nodes
+                .iter()
+                .flat_map(|n| n.pods.values().map(move |p| (*n, p)))
+                .collect(),
         }
     }
 }

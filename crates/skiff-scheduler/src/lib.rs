@@ -23,6 +23,7 @@ pub mod config;
 pub mod framework;
 pub mod metrics;
 pub mod plugins;
+pub mod pod_index;
 pub mod queue;
 pub mod resources;
 

@@ -21,7 +21,10 @@
 //! existing pod's required affinity term the incoming pod matches; Score is the sum
 //! over the node's domains, normalized min..max to 0..=100. Pods without pod
 //! affinity skip PreFilter unless some placed pod has required anti-affinity, and
-//! skip PreScore unless some placed pod has any pod affinity.
+//! skip PreScore unless some placed pod has any pod affinity. The pods a term
+//! selects are found through the [`crate::pod_index`] (namespace + an equality
+//! requirement of its selector), so the work is proportional to the matching
+//! pods, not to all pods.
 //!
 //! `namespaceSelector` of the incoming pod's terms is resolved against the
 //! Namespaces the scheduler watches; existing pods' selectors are matched against
@@ -186,11 +189,35 @@ impl FilterState for AffinityFilterState {
     }
 }
 
+/// Every placed pod `term` selects, with its node: through the pod index when
+/// the term names its namespaces and has an equality requirement, else by
+/// looking at every pod.
+fn pods_matching<'a>(snapshot: &Snapshot<'a>, term: &AffinityTerm) -> Vec<(&'a NodeInfo, &'a PodUsage)> {
+    let Some(sel) = &term.selector else {
+        return Vec::new();
+    };
+    let hits = if term.namespace_selector.is_some() {
+        None
+    } else {
+        let mut hits = Some(Vec::new());
+        for ns in &term.namespaces {
+            match (snapshot.index.candidates(ns, sel), &mut hits) {
+                (Some(h), Some(all)) => all.extend(h),
+                _ => hits = None,
+            }
+        }
+        hits
+    };
+    let mut pods = snapshot.pods(hits);
+    pods.retain(|(_, p)| term.matches(&p.pod, None));
+    pods
+}
+
 impl InterPodAffinity {
     /// The PreFilter state, or `None` when the pod has no required pod
     /// (anti-)affinity and no placed pod's required anti-affinity matches it.
-    /// O(pods on nodes holding pods with required anti-affinity), plus O(all pods)
-    /// only when the pod has required terms itself.
+    /// Visits the pods with required anti-affinity, and for each of the pod's own
+    /// terms the pods the term can select (found through the pod index).
     pub fn filter_state(pod: &PodInfo, snapshot: &Snapshot) -> Option<AffinityFilterState> {
         let has_required = pod
             .usage
@@ -200,29 +227,46 @@ impl InterPodAffinity {
         if !has_required && snapshot.pods_with_required_anti_affinity == 0 {
             return None;
         }
+        let terms = resolved_terms(pod, snapshot);
         let mut s = AffinityFilterState {
-            terms: resolved_terms(pod, snapshot),
+            terms: terms.clone(),
             ns_labels: snapshot.namespaces.get(pod_namespace(&pod.pod)).cloned(),
             affinity_counts: TopologyCounts::default(),
             anti_affinity_counts: TopologyCounts::default(),
             existing_anti_affinity_counts: TopologyCounts::default(),
         };
-        for node in snapshot.nodes {
-            if !has_required && node.pods_with_required_anti_affinity == 0 {
-                continue;
-            }
-            let labels = node.labels();
-            for other in node.pods.values() {
-                if has_required || other.affinity.is_some() {
-                    s.update(pod, other, labels, 1);
+        if snapshot.pods_with_required_anti_affinity > 0 {
+            for node in snapshot.nodes.iter().filter(|n| n.pods_with_required_anti_affinity > 0) {
+                for other in node.pods.values() {
+                    for t in other.affinity.iter().flat_map(|a| &a.required_anti_affinity) {
+                        if t.matches(&pod.pod, s.ns_labels.as_ref()) {
+                            s.existing_anti_affinity_counts
+                                .update(node.labels(), &t.topology_key, 1);
+                        }
+                    }
                 }
+            }
+        }
+        if let Some(first) = terms.required_affinity.first() {
+            for (node, other) in pods_matching(snapshot, first) {
+                if terms.required_affinity.iter().all(|t| t.matches(&other.pod, None)) {
+                    for t in &terms.required_affinity {
+                        s.affinity_counts.update(node.labels(), &t.topology_key, 1);
+                    }
+                }
+            }
+        }
+        for t in &terms.required_anti_affinity {
+            for (node, _) in pods_matching(snapshot, t) {
+                s.anti_affinity_counts.update(node.labels(), &t.topology_key, 1);
             }
         }
         (has_required || !s.existing_anti_affinity_counts.is_empty()).then_some(s)
     }
 
     /// The PreScore state, or `None` when no preferred or existing term applies.
-    /// O(all pods) when the pod has preferred terms, else O(pods with affinity).
+    /// Visits the pods the pod's preferred terms can select and the pods with
+    /// pod affinity.
     pub fn score_state(pod: &PodInfo, snapshot: &Snapshot) -> Option<AffinityScoreState> {
         let has_preferred = pod
             .usage
@@ -232,11 +276,6 @@ impl InterPodAffinity {
         if snapshot.nodes.is_empty() || (!has_preferred && snapshot.pods_with_affinity == 0) {
             return None;
         }
-        let terms = if has_preferred {
-            resolved_terms(pod, snapshot)
-        } else {
-            Arc::default()
-        };
         let ns_labels = snapshot.namespaces.get(pod_namespace(&pod.pod));
         let mut scores: HashMap<String, HashMap<String, i64>> = HashMap::new();
         let mut add = |labels: &BTreeMap<String, String>, term: &AffinityTerm, weight: i64| {
@@ -248,26 +287,21 @@ impl InterPodAffinity {
                     .or_default() += weight;
             }
         };
-        for node in snapshot.nodes {
-            let labels = node.labels();
-            if labels.is_empty() || (!has_preferred && node.pods_with_affinity == 0) {
-                continue;
+        if has_preferred {
+            // The incoming pod's preferred terms, matched by existing pods.
+            let terms = resolved_terms(pod, snapshot);
+            for (w, sign) in (terms.preferred_affinity.iter().map(|w| (w, 1)))
+                .chain(terms.preferred_anti_affinity.iter().map(|w| (w, -1)))
+            {
+                for (node, _) in pods_matching(snapshot, &w.term) {
+                    add(node.labels(), &w.term, w.weight * sign);
+                }
             }
-            for other in node.pods.values() {
-                let theirs = other.affinity.as_deref();
-                if !has_preferred && theirs.is_none() {
-                    continue;
-                }
-                // The incoming pod's preferred terms, matched by the existing pod.
-                for (w, sign) in (terms.preferred_affinity.iter().map(|w| (w, 1)))
-                    .chain(terms.preferred_anti_affinity.iter().map(|w| (w, -1)))
-                {
-                    if w.term.matches(&other.pod, None) {
-                        add(labels, &w.term, w.weight * sign);
-                    }
-                }
-                // The existing pod's terms, matched by the incoming pod.
-                let Some(theirs) = theirs else { continue };
+        }
+        // The existing pods' terms, matched by the incoming pod.
+        for node in snapshot.nodes.iter().filter(|n| n.pods_with_affinity > 0) {
+            let labels = node.labels();
+            for theirs in node.pods.values().filter_map(|p| p.affinity.as_deref()) {
                 for t in &theirs.required_affinity {
                     if t.matches(&pod.pod, ns_labels) {
                         add(labels, t, HARD_POD_AFFINITY_WEIGHT);
@@ -517,7 +551,8 @@ mod tests {
         let refs: Vec<&NodeInfo> = n.iter().collect();
         let ns = NamespaceLabels::new();
         let pod = PodInfo::new(replica("w2"));
-        let state = InterPodAffinity::filter_state(&pod, &Snapshot::new(&refs, &ns)).unwrap();
+        let index = crate::pod_index::PodIndex::of_nodes(&refs);
+        let state = InterPodAffinity::filter_state(&pod, &Snapshot::new(&refs, &ns, &index)).unwrap();
         let mut copy: Box<dyn FilterState> = Box::new(state.clone());
         let mut without = n[0].clone();
         without.remove_pod("w1");

@@ -94,6 +94,7 @@ pub(crate) mod testing {
 
     use crate::affinity_terms::NamespaceLabels;
     use crate::framework::{NodeInfo, PodInfo, PodUsage, PreFilterPlugin, PreFilterResult, PreScorePlugin, Snapshot};
+    use crate::pod_index::PodIndex;
 
     /// A Ready node with `cpu`/`memory` allocatable; `extra` is merged at the top level
     /// (`spec`, `metadata.labels`).
@@ -170,7 +171,8 @@ pub(crate) mod testing {
     ) -> Option<Vec<String>> {
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
         let pod = PodInfo::new(pod.clone());
-        match plugin.pre_filter(&pod, &Snapshot::new(&refs, namespaces)) {
+        let index = PodIndex::of_nodes(&refs);
+        match plugin.pre_filter(&pod, &Snapshot::new(&refs, namespaces, &index)) {
             PreFilterResult::Skip => None,
             PreFilterResult::Reject(s) => Some(vec![s.reasons.join(", "); nodes.len()]),
             PreFilterResult::State(state) => Some(
@@ -192,7 +194,8 @@ pub(crate) mod testing {
     ) -> Option<Vec<i64>> {
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
         let pod = PodInfo::new(pod.clone());
-        let state = plugin.pre_score(&pod, &refs, &Snapshot::new(&refs, namespaces))?;
+        let index = PodIndex::of_nodes(&refs);
+        let state = plugin.pre_score(&pod, &refs, &Snapshot::new(&refs, namespaces, &index))?;
         let mut scores: Vec<i64> = refs.iter().map(|n| state.score(&pod, n)).collect();
         state.normalize(&refs, &mut scores);
         Some(scores)

@@ -42,6 +42,7 @@ use crate::framework::{
 };
 use crate::plugins::node_affinity;
 use crate::plugins::taint_toleration::first_untolerated;
+use crate::pod_index::controller_uid;
 
 /// Registry name.
 pub const NAME: &str = "PodTopologySpread";
@@ -77,15 +78,6 @@ pub struct Constraint {
     pub honor_node_affinity: bool,
     /// `nodeTaintsPolicy` is `Honor` (default `Ignore`).
     pub honor_node_taints: bool,
-}
-
-fn controller_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str())
 }
 
 impl Constraint {
@@ -130,19 +122,27 @@ impl Constraint {
         selects(&self.selector, pod_labels(pod)) && self.owner.as_deref().is_none_or(|o| controller_uid(pod) == Some(o))
     }
 
-    /// How many pods on `node` the constraint counts (upstream
-    /// `countPodsMatchSelector`: none for an empty selector, only namespace `ns`,
-    /// no terminating pods).
-    fn count(&self, node: &NodeInfo, ns: &str) -> i64 {
-        if self.owner.is_none() && self.selector.as_ref().is_none_or(Selector::is_empty) {
-            return 0;
-        }
-        node.pods
-            .values()
-            .filter(|p| {
-                p.pod.metadata.deletion_timestamp.is_none() && pod_namespace(&p.pod) == ns && self.selects(&p.pod)
-            })
-            .count() as i64
+    /// Whether the constraint counts `p` for a pod in namespace `ns` (upstream
+    /// `countPodsMatchSelector`: only namespace `ns`, no terminating pods).
+    fn counts(&self, p: &Pod, ns: &str) -> bool {
+        p.metadata.deletion_timestamp.is_none() && pod_namespace(p) == ns && self.selects(p)
+    }
+
+    /// The node of every placed pod the constraint counts (once per pod); none
+    /// for an empty selector, as upstream. Uses the pod index (controller, or an
+    /// equality requirement of the selector) when it can.
+    fn counted<'a>(&self, ns: &str, snapshot: &Snapshot<'a>) -> Vec<&'a NodeInfo> {
+        let hits = match (&self.owner, &self.selector) {
+            (Some(owner), _) => Some(snapshot.index.owned_by(owner)),
+            (None, Some(sel)) if !sel.is_empty() => snapshot.index.candidates(ns, sel),
+            _ => return Vec::new(),
+        };
+        snapshot
+            .pods(hits)
+            .into_iter()
+            .filter(|(_, p)| self.counts(&p.pod, ns))
+            .map(|(n, _)| n)
+            .collect()
     }
 
     /// Whether the node counts for the pod under the inclusion policies.
@@ -216,29 +216,45 @@ pub struct SpreadFilterState {
 
 impl SpreadFilterState {
     /// The state for the pod's `DoNotSchedule` constraints, `None` without any.
-    /// O(nodes × constraints + pods).
+    /// O(nodes × constraints + the pods the selectors can match).
     pub fn new(pod: &PodInfo, snapshot: &Snapshot) -> Option<Self> {
         let constraints = constraints(&pod.pod, "DoNotSchedule");
         if constraints.is_empty() {
             return None;
         }
         let ns = pod_namespace(&pod.pod);
-        let mut counts: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        // Every eligible domain, with or without matching pods.
+        let mut counts: HashMap<String, HashMap<String, i64>> = constraints
+            .iter()
+            .map(|c| (c.topology_key.clone(), HashMap::new()))
+            .collect();
         for node in snapshot.nodes {
             let labels = node.labels();
             if !has_all_keys(labels, &constraints) {
                 continue;
             }
             for c in &constraints {
-                if c.includes(pod, node) {
-                    *counts
-                        .entry(c.topology_key.clone())
-                        .or_default()
-                        .entry(labels[&c.topology_key].clone())
-                        .or_default() += c.count(node, ns);
+                let domains = counts.get_mut(&c.topology_key).expect("one map per key");
+                let value = &labels[&c.topology_key];
+                if !domains.contains_key(value) && c.includes(pod, node) {
+                    domains.insert(value.clone(), 0);
                 }
             }
         }
+        for c in &constraints {
+            for node in c.counted(ns, snapshot) {
+                let labels = node.labels();
+                if has_all_keys(labels, &constraints)
+                    && c.includes(pod, node)
+                    && let Some(n) = counts
+                        .get_mut(&c.topology_key)
+                        .and_then(|d| d.get_mut(&labels[&c.topology_key]))
+                {
+                    *n += 1;
+                }
+            }
+        }
+        counts.retain(|_, d| !d.is_empty());
         let mut s = Self {
             constraints: Arc::new(constraints),
             counts,
@@ -326,18 +342,19 @@ impl FilterState for SpreadFilterState {
 #[derive(Debug, Clone)]
 pub struct SpreadScoreState {
     constraints: Vec<Constraint>,
-    namespace: String,
     /// Feasible nodes lacking a topology key (they score 0).
     ignored: HashSet<String>,
     /// Per constraint (not hostname): domain value -> matching pods.
     counts: Vec<HashMap<String, i64>>,
+    /// Per hostname constraint: node name -> matching pods.
+    per_node: Vec<HashMap<String, i64>>,
     /// Per constraint: `ln(domains + 2)`.
     weights: Vec<f64>,
 }
 
 impl SpreadScoreState {
     /// The state for the pod's `ScheduleAnyway` constraints (or the defaults),
-    /// `None` without any. O(nodes × constraints + pods).
+    /// `None` without any. O(nodes × constraints + the pods the selectors can match).
     pub fn new(pod: &PodInfo, feasible: &[&NodeInfo], snapshot: &Snapshot) -> Option<Self> {
         if snapshot.nodes.is_empty() {
             return None;
@@ -359,8 +376,10 @@ impl SpreadScoreState {
             }
             for (i, c) in constraints.iter().enumerate() {
                 if c.topology_key != LABEL_HOSTNAME {
-                    let v = labels.get(&c.topology_key).cloned().unwrap_or_default();
-                    counts[i].entry(v).or_default();
+                    let v = labels.get(&c.topology_key).map(String::as_str).unwrap_or_default();
+                    if !counts[i].contains_key(v) {
+                        counts[i].insert(v.to_string(), 0);
+                    }
                 }
             }
         }
@@ -376,27 +395,29 @@ impl SpreadScoreState {
                 ((size + 2) as f64).ln()
             })
             .collect();
-        let ns = pod_namespace(&pod.pod).to_string();
-        for node in snapshot.nodes {
-            let labels = node.labels();
-            if require_all && !has_all_keys(labels, &constraints) {
-                continue;
-            }
-            for (i, c) in constraints.iter().enumerate() {
-                if !c.includes(pod, node) {
+        let ns = pod_namespace(&pod.pod);
+        let mut per_node: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        for (i, c) in constraints.iter().enumerate() {
+            for node in c.counted(ns, snapshot) {
+                if c.topology_key == LABEL_HOSTNAME {
+                    *per_node[i].entry(node.name().to_string()).or_default() += 1;
+                    continue;
+                }
+                let labels = node.labels();
+                if (require_all && !has_all_keys(labels, &constraints)) || !c.includes(pod, node) {
                     continue;
                 }
                 let v = labels.get(&c.topology_key).map(String::as_str).unwrap_or_default();
                 if let Some(n) = counts[i].get_mut(v) {
-                    *n += c.count(node, &ns);
+                    *n += 1;
                 }
             }
         }
         Some(Self {
             constraints,
-            namespace: ns,
             ignored,
             counts,
+            per_node,
             weights,
         })
     }
@@ -412,7 +433,7 @@ impl ScoreState for SpreadScoreState {
         for (i, c) in self.constraints.iter().enumerate() {
             let Some(v) = labels.get(&c.topology_key) else { continue };
             let count = if c.topology_key == LABEL_HOSTNAME {
-                c.count(node, &self.namespace)
+                self.per_node[i].get(node.name()).copied().unwrap_or(0)
             } else {
                 self.counts[i].get(v).copied().unwrap_or(0)
             };
@@ -647,7 +668,8 @@ mod tests {
             json!([spread(LABEL_ZONE, 1, "DoNotSchedule", json!({}))]),
             json!({}),
         ));
-        let state = SpreadFilterState::new(&pod, &Snapshot::new(&refs, &ns)).unwrap();
+        let index = crate::pod_index::PodIndex::of_nodes(&refs);
+        let state = SpreadFilterState::new(&pod, &Snapshot::new(&refs, &ns, &index)).unwrap();
         let mut copy = state.clone_box();
         let p0 = n[0].pods["p0"].clone();
         let mut node1 = n[0].clone();
