@@ -213,6 +213,11 @@ impl Cache {
         }
     }
 
+    /// Whether the pod is accounted on a node (bound or assumed).
+    pub fn is_placed(&self, uid: &str) -> bool {
+        self.placements.contains_key(uid)
+    }
+
     /// Whether the pod is assumed and not yet confirmed bound.
     pub fn is_assumed(&self, uid: &str) -> bool {
         self.placements.get(uid).is_some_and(|p| p.assumed)

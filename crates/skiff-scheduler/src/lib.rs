@@ -180,9 +180,23 @@ impl Scheduler {
         }
     }
 
+    /// A pod was placed on a node: retry the waiting pods it may help (the
+    /// `AssignedPodAdd` queueing hints of InterPodAffinity and PodTopologySpread).
+    fn on_pod_placed(&mut self, pod: &Pod, now: Instant) {
+        let namespaces = self.cache.namespaces();
+        self.queue.move_matching(now, |waiting| {
+            plugins::inter_pod_affinity::pod_added_may_help(waiting, pod, namespaces)
+                || plugins::pod_topology_spread::pod_added_may_help(waiting, pod)
+        });
+    }
+
     fn on_pod(&mut self, pod: Arc<Pod>, now: Instant) {
         let u = uid(&pod);
+        let newly_bound = cache::bound_node(&pod).is_some() && !cache::is_terminal(&pod) && !self.cache.is_placed(&u);
         let released = self.cache.observe_pod(&pod);
+        if newly_bound {
+            self.on_pod_placed(&pod, now);
+        }
         if self.is_pending(&pod) {
             if !self.cache.is_assumed(&u) {
                 self.queue.add(pod, now);
@@ -271,6 +285,7 @@ impl Scheduler {
                 Ok(node) => {
                     self.cache.assume(&pod, &node);
                     self.queue.done(&u);
+                    self.on_pod_placed(&pod, now);
                     let (binder, bound) = (binder.clone(), bound.clone());
                     tokio::spawn(async move {
                         let result = binder.bind(&pod, &node).await;

@@ -6,7 +6,9 @@
 //!   the first failed attempt, doubling per attempt up to 10 s).
 //! - **unschedulable pods**: pods no node fits; they leave only when a cluster
 //!   event that could help arrives ([`SchedulingQueue::move_all`]: a node added or
-//!   changed, a pod removed), when their own spec changes, or after 5 minutes
+//!   changed, a pod removed; [`SchedulingQueue::move_matching`]: a pod placed that
+//!   their pod affinity or spread constraints select), when their own spec
+//!   changes, or after 5 minutes
 //!   (upstream `podMaxInUnschedulablePodsDuration`).
 //!
 //! Pure bookkeeping over an injected clock, so timing is unit-testable.
@@ -318,6 +320,24 @@ impl SchedulingQueue {
         }
     }
 
+    /// A cluster event that may make some unschedulable pods fit: moves those
+    /// for which `helps` holds (upstream queueing hints).
+    pub fn move_matching(&mut self, now: Instant, helps: impl Fn(&Pod) -> bool) {
+        let waiting: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == State::Unschedulable && helps(&e.pod))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        self.move_cycle += 1;
+        for u in waiting {
+            self.reactivate(&u, now);
+        }
+    }
+
     /// When [`SchedulingQueue::flush`] next has work: the earliest backoff expiry or
     /// unschedulable timeout.
     pub fn next_wakeup(&self) -> Option<Instant> {
@@ -370,6 +390,21 @@ mod tests {
         assert_eq!(name(q.pop(t)).as_deref(), Some("a"));
         assert_eq!(name(q.pop(t)).as_deref(), Some("c"));
         assert_eq!(q.pop(t), None);
+    }
+
+    #[test]
+    fn targeted_moves_retry_only_the_pods_they_help() {
+        let t = Instant::now();
+        let mut q = SchedulingQueue::new();
+        for n in ["a", "b"] {
+            q.add(pod(n, 0), t);
+            q.pop(t).unwrap();
+            q.unschedulable(n, t);
+        }
+        let later = t + Duration::from_secs(5);
+        q.move_matching(later, |p| p.metadata.name.as_deref() == Some("b"));
+        assert_eq!(name(q.pop(later)).as_deref(), Some("b"));
+        assert_eq!(q.pop(later), None, "a still waits for an event that helps it");
     }
 
     #[test]

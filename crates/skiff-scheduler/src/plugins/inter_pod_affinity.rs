@@ -33,7 +33,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::affinity_terms::{AffinityTerm, PodAffinityTerms, pod_namespace};
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::affinity_terms::{AffinityTerm, NamespaceLabels, PodAffinityTerms, pod_namespace};
 use crate::framework::{
     Code, FilterState, MAX_NODE_SCORE, NodeInfo, PodInfo, PodUsage, PreFilterPlugin, PreFilterResult, PreScorePlugin,
     ScoreState, Snapshot, Status,
@@ -320,6 +322,23 @@ impl InterPodAffinity {
     }
 }
 
+/// Whether placing `added` may let `waiting` (unschedulable) fit: one of its
+/// required pod affinity terms selects `added` (upstream's `AssignedPodAdd`
+/// queueing hint; a placed pod never helps anti-affinity).
+pub fn pod_added_may_help(waiting: &Pod, added: &Pod, namespaces: &NamespaceLabels) -> bool {
+    let has_required = waiting
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref()?.pod_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .is_some_and(|t| !t.is_empty());
+    has_required
+        && PodAffinityTerms::of(waiting).is_some_and(|terms| {
+            let ns_labels = namespaces.get(pod_namespace(added));
+            terms.required_affinity.iter().any(|t| t.matches(added, ns_labels))
+        })
+}
+
 /// InterPodAffinity's PreScore state: score per topology domain.
 #[derive(Debug, Clone)]
 pub struct AffinityScoreState {
@@ -376,9 +395,7 @@ impl PreScorePlugin for InterPodAffinity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::affinity_terms::NamespaceLabels;
     use crate::plugins::testing::{filter_all, labeled, meta_pod, put, score_all, topo_node};
-    use k8s_openapi::api::core::v1::Pod;
     use serde_json::{Value, json};
 
     const HOST: &str = "kubernetes.io/hostname";
@@ -592,5 +609,16 @@ mod tests {
             score_all(&InterPodAffinity, &labeled("x", json!({"app": "x"})), &n, &ns),
             None
         );
+    }
+
+    #[test]
+    fn a_placed_pod_retries_only_pods_whose_affinity_selects_it() {
+        let ns = NamespaceLabels::new();
+        let web = with_affinity("web", "web", required("podAffinity", json!([term("cache", HOST)])));
+        let repel = with_affinity("r", "web", required("podAntiAffinity", json!([term("cache", HOST)])));
+        let cache = labeled("cache", json!({"app": "cache"}));
+        assert!(pod_added_may_help(&web, &cache, &ns));
+        assert!(!pod_added_may_help(&web, &labeled("db", json!({"app": "db"})), &ns));
+        assert!(!pod_added_may_help(&repel, &cache, &ns));
     }
 }

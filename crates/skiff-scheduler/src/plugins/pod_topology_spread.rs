@@ -200,6 +200,20 @@ pub fn constraints(pod: &Pod, action: &str) -> Vec<Constraint> {
     }
 }
 
+/// Whether placing `added` may let `waiting` (unschedulable) fit: a
+/// `DoNotSchedule` constraint of `waiting` counts `added` (it may raise the
+/// global minimum; upstream's `AssignedPodAdd` queueing hint).
+pub fn pod_added_may_help(waiting: &Pod, added: &Pod) -> bool {
+    let has_own = waiting
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty());
+    has_own
+        && pod_namespace(waiting) == pod_namespace(added)
+        && constraints(waiting, "DoNotSchedule").iter().any(|c| c.selects(added))
+}
+
 fn has_all_keys(labels: &BTreeMap<String, String>, constraints: &[Constraint]) -> bool {
     constraints.iter().all(|c| labels.contains_key(&c.topology_key))
 }
@@ -751,5 +765,14 @@ mod tests {
             json!({}),
         );
         assert_eq!(score_all(&PodTopologySpread, &job, &n, &ns), None);
+    }
+
+    #[test]
+    fn a_placed_matching_pod_retries_pods_with_hard_constraints() {
+        let waiting = incoming(json!([spread(LABEL_ZONE, 1, "DoNotSchedule", json!({}))]), json!({}));
+        assert!(pod_added_may_help(&waiting, &labeled("m", json!({"foo": "bar"}))));
+        assert!(!pod_added_may_help(&waiting, &labeled("o", json!({"foo": "baz"}))));
+        let soft = incoming(json!([spread(LABEL_ZONE, 1, "ScheduleAnyway", json!({}))]), json!({}));
+        assert!(!pod_added_may_help(&soft, &labeled("m", json!({"foo": "bar"}))));
     }
 }
