@@ -3,7 +3,8 @@
 //! server runs no node of its own). The node registers Ready as `system:node:<name>`
 //! with a certificate it got through an auto-approved, issued CSR; unknown and
 //! expired tokens are refused with 401; a pod runs on the node; `kubectl certificate
-//! approve|deny` work; and a restarted agent reuses its credentials without a token.
+//! approve|deny` work; `kubectl logs` reaches the joined kubelet; and a restarted
+//! agent reuses its credentials without a token.
 
 #[allow(dead_code)] // helpers other e2e tests use
 mod support;
@@ -97,6 +98,18 @@ fn csr_manifest(name: &str, cn: &str) -> String {
     format!(
         "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {req}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 3600\n  usages: [\"digital signature\", \"client auth\"]\n"
     )
+}
+
+/// The CSR requested by `user`.
+fn csrs_by(cluster: &Cluster, user: &str) -> serde_json::Value {
+    let csrs: serde_json::Value = serde_json::from_str(&cluster.kubectl_ok(&["get", "csr", "-o", "json"])).unwrap();
+    csrs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["spec"]["username"] == user)
+        .unwrap_or_else(|| panic!("no CSR by {user}: {csrs}"))
+        .clone()
 }
 
 #[test]
@@ -278,8 +291,9 @@ fn a_node_joins_with_a_bootstrap_token() {
         "--restart",
         "Never",
         "--",
-        "sleep",
-        "3600",
+        "sh",
+        "-c",
+        "echo hello from the joined node; sleep 3600",
     ]);
     eventually("pod sleeper Running on joined-1", Duration::from_secs(90), || {
         let out = cluster.kubectl_ok(&[
@@ -291,6 +305,19 @@ fn a_node_joins_with_a_bootstrap_token() {
         ]);
         if out == "Running joined-1" { Ok(()) } else { Err(out) }
     });
+    // The apiserver reaches the joined kubelet (its serving certificate, requested
+    // as the node, chains to the cluster CA).
+    eventually("the pod's log through the apiserver", Duration::from_secs(30), || {
+        let out = cluster.kubectl(&["logs", "sleeper"]);
+        if text(&out).contains("hello from the joined node") {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    });
+    let serving = csrs_by(&cluster, "system:node:joined-1");
+    assert_eq!(serving["spec"]["signerName"], "kubernetes.io/kubelet-serving");
+    assert!(serving["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty()));
 
     // `kubectl certificate approve` and `deny` on client certificate requests.
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &csr_manifest("jane", "jane"));

@@ -12,6 +12,13 @@
 //! `AutoApproved` is added through the `/approval` subresource; otherwise the request
 //! is left pending for an administrator (`kubectl certificate approve|deny`), as
 //! upstream does.
+//!
+//! Skiff also approves a node's request for its own kubelet serving certificate
+//! (signer [`KUBELET_SERVING_SIGNER`], [`node_serving_request`]) when the requester
+//! is that node (`system:node:<name>` in `system:nodes`), so that the apiserver can
+//! verify a joined node's kubelet (logs, exec) against the cluster CA. Upstream
+//! leaves these for an administrator or an external approver (k3s, like Skiff,
+//! issues them without one); the node can only name itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,8 @@ use crate::Error;
 
 /// The signer of kubelet client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The signer of kubelet serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// The user name prefix of nodes.
 pub const NODE_USER_PREFIX: &str = "system:node:";
 /// The group of nodes.
@@ -50,6 +59,10 @@ pub enum RequestError {
     /// The request names DNS, email, IP or URI subject alternative names.
     #[error("a node client certificate may not have subject alternative names")]
     SubjectAltNames,
+    /// A serving request names no DNS or IP subject alternative name, or an email
+    /// or URI one.
+    #[error("a kubelet serving certificate needs DNS or IP subject alternative names and no others")]
+    ServingNames,
     /// The usages are not those of a client certificate.
     #[error(
         "usages must include \"client auth\" and \"digital signature\" and may add only \"key encipherment\", got {0:?}"
@@ -65,6 +78,8 @@ pub struct ParsedRequest {
     pub organizations: Vec<String>,
     /// Whether any subject alternative name is requested.
     pub has_sans: bool,
+    /// Whether every requested subject alternative name is a DNS name or an IP address.
+    pub only_dns_and_ip_sans: bool,
 }
 
 /// Parses a PEM `CERTIFICATE REQUEST`, verifying its self-signature.
@@ -86,13 +101,24 @@ pub fn parse_request(pem: &[u8]) -> Result<ParsedRequest, RequestError> {
         .filter_map(|o| o.as_str().ok())
         .map(String::from)
         .collect();
-    let has_sans = csr.requested_extensions().into_iter().flatten().any(|e| {
-        matches!(e, x509_parser::extensions::ParsedExtension::SubjectAlternativeName(s) if !s.general_names.is_empty())
-    });
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let names: Vec<&GeneralName> = csr
+        .requested_extensions()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| match e {
+            ParsedExtension::SubjectAlternativeName(s) => Some(s.general_names.iter()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     Ok(ParsedRequest {
         common_name,
         organizations,
-        has_sans,
+        has_sans: !names.is_empty(),
+        only_dns_and_ip_sans: names
+            .iter()
+            .all(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_))),
     })
 }
 
@@ -116,6 +142,51 @@ pub fn node_client_request(request: &[u8], usages: &[String]) -> Result<String, 
         return Err(RequestError::Usages(usages.to_vec()));
     }
     Ok(r.common_name)
+}
+
+/// Checks that `request` (PEM) with `usages` is a kubelet serving certificate
+/// request (upstream `ValidateKubeletServingCSR`: O exactly `system:nodes`, CN
+/// `system:node:<name>`, DNS or IP names only and at least one, usages `server auth`
+/// and `digital signature`, optionally `key encipherment`) and returns its CN.
+pub fn node_serving_request(request: &[u8], usages: &[String]) -> Result<String, RequestError> {
+    let r = parse_request(request)?;
+    if r.organizations != [NODES_GROUP] {
+        return Err(RequestError::Organization(r.organizations));
+    }
+    if !r.common_name.starts_with(NODE_USER_PREFIX) || r.common_name.len() == NODE_USER_PREFIX.len() {
+        return Err(RequestError::CommonName(r.common_name));
+    }
+    if !r.has_sans || !r.only_dns_and_ip_sans {
+        return Err(RequestError::ServingNames);
+    }
+    let has = |u: &str| usages.iter().any(|x| x == u);
+    let allowed = ["server auth", "digital signature", "key encipherment"];
+    if !has("server auth") || !has("digital signature") || usages.iter().any(|u| !allowed.contains(&u.as_str())) {
+        return Err(RequestError::Usages(usages.to_vec()));
+    }
+    Ok(r.common_name)
+}
+
+/// Whether `csr` is a node asking for its own kubelet serving certificate: signer
+/// [`KUBELET_SERVING_SIGNER`], pending, a valid serving request whose CN is the
+/// requester, who is in `system:nodes`.
+pub fn own_serving_request(csr: &CertificateSigningRequest) -> bool {
+    if csr.spec.signer_name != KUBELET_SERVING_SIGNER
+        || has_condition(csr, "Approved")
+        || has_condition(csr, "Denied")
+        || csr.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some()
+    {
+        return false;
+    }
+    let in_nodes = csr.spec.groups.iter().flatten().any(|g| g == NODES_GROUP);
+    let usages = csr.spec.usages.clone().unwrap_or_default();
+    match node_serving_request(&csr.spec.request.0, &usages) {
+        Ok(cn) => in_nodes && csr.spec.username.as_deref() == Some(cn.as_str()),
+        Err(e) => {
+            tracing::debug!(csr = ?csr.metadata.name, error = %e, "not a kubelet serving certificate request");
+            false
+        }
+    }
 }
 
 /// Whether a condition of type `t` is present (upstream treats present as set).
@@ -174,14 +245,19 @@ async fn authorized(client: &kube::Client, csr: &CertificateSigningRequest, sub:
 }
 
 async fn reconcile(csr: Arc<CertificateSigningRequest>, client: Arc<kube::Client>) -> Result<Action, Error> {
-    let Some(sub) = permission_needed(&csr) else {
-        return Ok(Action::await_change());
-    };
     let name = csr.metadata.name.clone().unwrap_or_default();
-    if !authorized(&client, &csr, sub).await? {
-        tracing::info!(csr = %name, user = ?csr.spec.username, permission = sub, "not auto-approving: the requester lacks the permission");
-        return Ok(Action::await_change());
-    }
+    let message = if own_serving_request(&csr) {
+        "Auto approving the kubelet serving certificate of the requesting node."
+    } else {
+        let Some(sub) = permission_needed(&csr) else {
+            return Ok(Action::await_change());
+        };
+        if !authorized(&client, &csr, sub).await? {
+            tracing::info!(csr = %name, user = ?csr.spec.username, permission = sub, "not auto-approving: the requester lacks the permission");
+            return Ok(Action::await_change());
+        }
+        "Auto approving kubelet client certificate after SubjectAccessReview."
+    };
     let mut conditions = csr
         .status
         .as_ref()
@@ -192,7 +268,7 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, client: Arc<kube::Client
         type_: "Approved".into(),
         status: "True".into(),
         reason: Some("AutoApproved".into()),
-        message: Some("Auto approving kubelet client certificate after SubjectAccessReview.".into()),
+        message: Some(message.into()),
         last_update_time: Some(now.clone()),
         last_transition_time: Some(now),
     });
@@ -200,7 +276,7 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, client: Arc<kube::Client
     Api::<CertificateSigningRequest>::all((*client).clone())
         .patch_subresource("approval", &name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    tracing::info!(csr = %name, user = ?csr.spec.username, "approved kubelet client certificate request");
+    tracing::info!(csr = %name, user = ?csr.spec.username, signer = %csr.spec.signer_name, "approved certificate request");
     Ok(Action::await_change())
 }
 
@@ -288,6 +364,24 @@ pub(crate) mod tests {
             certificate: None,
         });
         assert_eq!(permission_needed(&decided), None);
+    }
+
+    #[test]
+    fn nodes_get_their_own_serving_certificates_approved() {
+        let serving: &[&str] = &["digital signature", "server auth"];
+        let own = |user: &str, groups: &[&str], req: Vec<u8>, usages: &[&str]| {
+            let mut c = csr(KUBELET_SERVING_SIGNER, user, req, usages);
+            c.spec.groups = Some(groups.iter().map(|g| g.to_string()).collect());
+            own_serving_request(&c)
+        };
+        let req = || request("system:node:n1", &["system:nodes"], &["n1", "10.0.0.5"]);
+        assert!(own("system:node:n1", &["system:nodes"], req(), serving));
+        // Another node's certificate, a non-node, no names, client usages: no.
+        assert!(!own("system:node:n2", &["system:nodes"], req(), serving));
+        assert!(!own("system:node:n1", &["system:authenticated"], req(), serving));
+        let nameless = request("system:node:n1", &["system:nodes"], &[]);
+        assert!(!own("system:node:n1", &["system:nodes"], nameless, serving));
+        assert!(!own("system:node:n1", &["system:nodes"], req(), CLIENT));
     }
 
     #[test]

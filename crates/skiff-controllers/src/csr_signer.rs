@@ -1,8 +1,10 @@
 //! CSR signer (upstream pkg/controller/certificates/signer, kube-controller-manager's
 //! `--cluster-signing-cert-file`/`--cluster-signing-key-file`): issues certificates
 //! from the cluster CA for approved requests of the signers
-//! [`KUBELET_CLIENT_SIGNER`](crate::csr_approver::KUBELET_CLIENT_SIGNER) and
-//! [`KUBE_APISERVER_CLIENT_SIGNER`].
+//! [`KUBELET_CLIENT_SIGNER`](crate::csr_approver::KUBELET_CLIENT_SIGNER),
+//! [`KUBE_APISERVER_CLIENT_SIGNER`] and
+//! [`KUBELET_SERVING_SIGNER`](crate::csr_approver::KUBELET_SERVING_SIGNER) (server auth,
+//! with the request's DNS and IP names).
 //!
 //! A request that is `Approved`, not `Denied` or `Failed`, and has no certificate yet
 //! is checked against its signer's rules ([`check`]); a valid one gets
@@ -23,7 +25,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::csr_approver::{KUBELET_CLIENT_SIGNER, has_condition, node_client_request, parse_request};
+use crate::csr_approver::{
+    KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER, has_condition, node_client_request, node_serving_request,
+    parse_request,
+};
 
 /// The signer of client certificates for the apiserver.
 pub const KUBE_APISERVER_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
@@ -76,7 +81,12 @@ pub enum SignError {
 
 /// Whether this signer handles `signer_name`.
 pub fn handles(signer_name: &str) -> bool {
-    signer_name == KUBELET_CLIENT_SIGNER || signer_name == KUBE_APISERVER_CLIENT_SIGNER
+    [
+        KUBELET_CLIENT_SIGNER,
+        KUBE_APISERVER_CLIENT_SIGNER,
+        KUBELET_SERVING_SIGNER,
+    ]
+    .contains(&signer_name)
 }
 
 /// Checks a request against its signer's rules: kubelet client requests must be node
@@ -87,6 +97,9 @@ pub fn check(csr: &CertificateSigningRequest) -> Result<(), SignError> {
     let usages = csr.spec.usages.clone().unwrap_or_default();
     match csr.spec.signer_name.as_str() {
         KUBELET_CLIENT_SIGNER => node_client_request(&csr.spec.request.0, &usages)
+            .map(|_| ())
+            .map_err(|e| SignError::Invalid(e.to_string())),
+        KUBELET_SERVING_SIGNER => node_serving_request(&csr.spec.request.0, &usages)
             .map(|_| ())
             .map_err(|e| SignError::Invalid(e.to_string())),
         KUBE_APISERVER_CLIENT_SIGNER => {
@@ -142,7 +155,13 @@ pub fn sign(
     {
         p.key_usages.push(rcgen::KeyUsagePurpose::KeyEncipherment);
     }
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.extended_key_usages = if csr.spec.signer_name == KUBELET_SERVING_SIGNER {
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]
+    } else {
+        // Client certificates carry no names beyond their subject.
+        p.subject_alt_names.clear();
+        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]
+    };
     p.use_authority_key_identifier_extension = true;
     p.serial_number = Some(random_serial());
     Ok(req.signed_by(&issuer)?.pem())
@@ -320,5 +339,24 @@ mod tests {
         assert!(matches!(check(&server), Err(SignError::Invalid(_))));
         let other = csr("example.com/mine", "u", request("jane", &[], &[]), CLIENT);
         assert!(!handles(&other.spec.signer_name));
+        let serving = csr(
+            KUBELET_SERVING_SIGNER,
+            "system:node:n1",
+            request("system:node:n1", &["system:nodes"], &["n1", "10.0.0.5"]),
+            &["digital signature", "server auth"],
+        );
+        check(&serving).unwrap();
+        let pem = sign(&serving, &ca(), jiff::Timestamp::now()).unwrap();
+        let (_, b) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&b.contents).unwrap();
+        let names = cert
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .len();
+        assert_eq!(names, 2);
+        assert!(cert.extended_key_usage().unwrap().unwrap().value.server_auth);
     }
 }

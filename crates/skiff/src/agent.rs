@@ -12,9 +12,13 @@
 //!    `kubernetes.io/kube-apiserver-client-kubelet`) authenticated as
 //!    `system:bootstrap:<id>`, wait until it is approved and issued, and write
 //!    `DATA_DIR/kubelet.kubeconfig` (mode 0600).
-//! 3. Run the node components with that identity ([`crate::node::spawn`]).
+//! 3. Get the kubelet's serving certificate the same way, as the node (signer
+//!    `kubernetes.io/kubelet-serving`, for its name and address), so the apiserver
+//!    can verify the kubelet for logs and exec.
+//! 4. Run the node components with that identity ([`crate::node::spawn`]).
 //!
-//! A restart with a kubeconfig whose certificate is still valid skips 1 and 2.
+//! A restart with a kubeconfig whose certificate is still valid skips 1 and 2, and
+//! with a valid serving certificate skips 3.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -195,8 +199,41 @@ async fn bootstrap(args: &AgentArgs, node_name: &str, kubeconfig_path: &Path) ->
     tracing::info!(server = %args.server, "discovered the cluster CA");
     // 2. TLS bootstrap as system:bootstrap:<id>.
     let boot = client_of(&kubeconfig(&args.server, Some(&ca), &format!("    token: {}\n", token))).await?;
-    let key = rcgen::KeyPair::generate().context("generating the node key")?;
-    let mut params = rcgen::CertificateParams::default();
+    let (cert, key) = request_certificate(
+        boot,
+        node_name,
+        &[],
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &["digital signature", "client auth"],
+        None,
+    )
+    .await?;
+    write_private(&args.data_dir.join("ca.crt"), &ca)?;
+    let user = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        B64.encode(&cert),
+        B64.encode(key)
+    );
+    write_private(kubeconfig_path, &kubeconfig(&args.server, Some(&ca), &user))?;
+    tracing::info!(kubeconfig = %kubeconfig_path.display(), "node client certificate issued");
+    Ok(())
+}
+
+/// Creates a CSR for `system:node:<node_name>` in `system:nodes` with `sans` (DNS
+/// names or IP addresses), `signer` and `usages` through `client`, and waits for its
+/// certificate: `(certificate PEM, key PEM)`. Errors when the request is denied or
+/// fails, or after `timeout` (none: wait for an administrator as long as it takes,
+/// reminding every 30 s).
+async fn request_certificate(
+    client: kube::Client,
+    node_name: &str,
+    sans: &[String],
+    signer: &str,
+    usages: &[&str],
+    timeout: Option<Duration>,
+) -> anyhow::Result<(String, String)> {
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("system:node:{node_name}"));
@@ -204,7 +241,7 @@ async fn bootstrap(args: &AgentArgs, node_name: &str, kubeconfig_path: &Path) ->
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, "system:nodes");
     let request = params.serialize_request(&key)?.pem()?;
-    let csrs: Api<CertificateSigningRequest> = Api::all(boot);
+    let csrs: Api<CertificateSigningRequest> = Api::all(client);
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta {
             generate_name: Some("node-csr-".into()),
@@ -212,20 +249,20 @@ async fn bootstrap(args: &AgentArgs, node_name: &str, kubeconfig_path: &Path) ->
         },
         spec: CertificateSigningRequestSpec {
             request: k8s_openapi::ByteString(request.into_bytes()),
-            signer_name: "kubernetes.io/kube-apiserver-client-kubelet".into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
     };
-    let created = csrs
-        .create(&PostParams::default(), &csr)
-        .await
-        .context("creating the node's certificate signing request (is the token valid and unexpired?)")?;
+    let created = csrs.create(&PostParams::default(), &csr).await.with_context(|| {
+        format!("creating a certificate signing request for {signer} (is the token valid and unexpired?)")
+    })?;
     let name = created.metadata.name.clone().unwrap_or_default();
-    tracing::info!(csr = %name, "waiting for the node client certificate");
+    tracing::info!(csr = %name, %signer, "waiting for the certificate");
+    let started = std::time::Instant::now();
     let mut waited = 0u64;
-    let cert = loop {
+    loop {
         let c = csrs.get(&name).await.with_context(|| format!("reading CSR {name}"))?;
         let status = c.status.unwrap_or_default();
         if let Some(d) = status
@@ -241,7 +278,11 @@ async fn bootstrap(args: &AgentArgs, node_name: &str, kubeconfig_path: &Path) ->
             );
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
+            let cert = String::from_utf8(cert.0).context("the issued certificate is not PEM")?;
+            return Ok((cert, key.serialize_pem()));
+        }
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            bail!("CSR {name} was not issued within {timeout:?}");
         }
         waited += 1;
         if waited.is_multiple_of(30) {
@@ -250,22 +291,79 @@ async fn bootstrap(args: &AgentArgs, node_name: &str, kubeconfig_path: &Path) ->
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    write_private(&args.data_dir.join("ca.crt"), &ca)?;
-    let user = format!(
-        "    client-certificate-data: {}\n    client-key-data: {}\n",
-        B64.encode(&cert),
-        B64.encode(key.serialize_pem())
-    );
-    write_private(kubeconfig_path, &kubeconfig(&args.server, Some(&ca), &user))?;
-    tracing::info!(csr = %name, kubeconfig = %kubeconfig_path.display(), "node client certificate issued");
-    Ok(())
+    }
 }
 
-/// The kubelet's serving certificate: self-signed for the node's names (the
-/// kubelet's default without `serverTLSBootstrap`), kept across restarts.
-fn serving_cert(dir: &Path, node_name: &str, node_ip: std::net::IpAddr) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Whether the PEM certificate in `path` is valid for at least another minute.
+fn valid_cert_file(path: &Path) -> bool {
+    let Ok(pem) = std::fs::read(path) else { return false };
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(&pem) else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&block.contents) else {
+        return false;
+    };
+    cert.validity().not_after.timestamp() > jiff::Timestamp::now().as_second() + 60
+}
+
+/// The kubelet's serving certificate and key files: `kubelet-serving.crt`/`.key`
+/// issued by the cluster CA (signer `kubernetes.io/kubelet-serving`, requested as the
+/// node, for its name and address), reused while valid. If the cluster does not
+/// issue one within a minute the kubelet serves a self-signed certificate instead
+/// (then the apiserver cannot reach it for logs and exec), with a warning.
+async fn serving_cert(
+    dir: &Path,
+    kubeconfig: &Path,
+    node_name: &str,
+    node_ip: std::net::IpAddr,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (crt, key) = (dir.join("kubelet-serving.crt"), dir.join("kubelet-serving.key"));
+    if valid_cert_file(&crt) && key.exists() {
+        return Ok((crt, key));
+    }
+    let mut sans = vec![node_name.to_string(), node_ip.to_string()];
+    let host = hostname();
+    if !sans.contains(&host) {
+        sans.push(host);
+    }
+    let client = client_from(kubeconfig).await?;
+    let usages = ["digital signature", "server auth"];
+    match request_certificate(
+        client,
+        node_name,
+        &sans,
+        "kubernetes.io/kubelet-serving",
+        &usages,
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    {
+        Ok((cert_pem, key_pem)) => {
+            write_private(&key, &key_pem)?;
+            std::fs::write(&crt, cert_pem).with_context(|| format!("writing {}", crt.display()))?;
+            Ok((crt, key))
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no kubelet serving certificate from the cluster; serving a self-signed one (kubectl logs and exec will not reach this node)"
+            );
+            self_signed_serving_cert(dir, node_name, node_ip)
+        }
+    }
+}
+
+/// A self-signed serving certificate for the node's names (the kubelet's default
+/// without `serverTLSBootstrap`), kept across restarts.
+fn self_signed_serving_cert(
+    dir: &Path,
+    node_name: &str,
+    node_ip: std::net::IpAddr,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (crt, key) = (
+        dir.join("kubelet-serving-self-signed.crt"),
+        dir.join("kubelet-serving-self-signed.key"),
+    );
     if crt.exists() && key.exists() {
         return Ok((crt, key));
     }
@@ -306,7 +404,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     } else {
         bootstrap(&args, &node_name, &kubeconfig_path).await?;
     }
-    let (serving_cert, serving_key) = serving_cert(data_dir, &node_name, node_ip)?;
+    let (serving_cert, serving_key) = serving_cert(data_dir, &kubeconfig_path, &node_name, node_ip).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let setup = crate::node::NodeSetup {
