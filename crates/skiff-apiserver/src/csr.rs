@@ -12,6 +12,11 @@
 //!   may be set once, on an approved request.
 //!
 //! Errors are 422 `Invalid` naming the field.
+//!
+//! Approving or denying through `/approval` also needs the `approve` verb on the
+//! `signers` resource of the request's signer (name `<signerName>` or
+//! `<domain>/*`), as upstream's CertificateApproval admission plugin requires
+//! ([`check_approver`]); 403 otherwise.
 
 use serde_json::{Value, json};
 use skiff_api::registry::ResourceInfo;
@@ -123,6 +128,34 @@ pub fn prepare_create(res: &ResourceInfo, obj: &mut Value, user: &UserInfo) -> R
     } else {
         Err(ApiError::invalid(res, &name_of(obj), &errs))
     }
+}
+
+/// Upstream's CertificateApproval admission: `user` may change the decision on a
+/// request for `signer_name` only with `approve` on `signers` named `signer_name`
+/// or `<domain>/*`; 403 Forbidden otherwise.
+pub fn check_approver(
+    authorizer: &crate::authz::Authorizer,
+    user: &UserInfo,
+    signer_name: &str,
+) -> Result<(), ApiError> {
+    let domain = signer_name.split_once('/').map(|(d, _)| d).unwrap_or(signer_name);
+    for name in [signer_name.to_string(), format!("{domain}/*")] {
+        let attrs = crate::authz::Attributes {
+            verb: "approve".into(),
+            resource_request: true,
+            api_group: "certificates.k8s.io".into(),
+            api_version: "*".into(),
+            resource: "signers".into(),
+            name,
+            ..Default::default()
+        };
+        if authorizer.authorize(user, &attrs) == crate::authz::Decision::Allow {
+            return Ok(());
+        }
+    }
+    Err(ApiError::forbidden(format!(
+        "certificatesigningrequests.certificates.k8s.io is forbidden: user not permitted to approve requests with signerName {signer_name:?}"
+    )))
 }
 
 fn conditions(obj: &Value) -> Vec<Value> {

@@ -255,6 +255,14 @@ pub async fn handle(
         return Err(ApiError::no_route());
     }
     let sub = r.subresource.as_deref();
+    if res.group == "certificates.k8s.io" && sub == Some("approval") && matches!(*method, Method::PUT | Method::PATCH) {
+        let cur = objects.get(res, ns, name_of(&r)?).await?;
+        let signer = cur
+            .pointer("/spec/signerName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        crate::csr::check_approver(&app.authorizer, user, signer)?;
+    }
     let writer = Writer::from_request(res, &q, headers)?;
     let body = json_body(headers, body)?;
     match (method.clone(), r.name.is_some(), sub) {

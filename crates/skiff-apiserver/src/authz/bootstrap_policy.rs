@@ -343,6 +343,16 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(EVENT_WRITE, &["events.k8s.io"], &["events"]),
                 rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
                 rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                // The CSR approver (upstream `system:controller:certificate-controller`).
+                named_rule(
+                    &["approve"],
+                    &["certificates.k8s.io"],
+                    &["signers"],
+                    &[
+                        "kubernetes.io/kube-apiserver-client-kubelet",
+                        "kubernetes.io/kubelet-serving",
+                    ],
+                ),
             ],
         ),
         cluster_role(
@@ -670,6 +680,14 @@ mod tests {
         assert!(allowed(&p, &boot, &csr("create", "nodeclient")));
         assert!(!allowed(&p, &boot, &csr("create", "selfnodeclient")));
         assert!(!allowed(&p, &boot, &csr("update", "approval")));
+        let mut approve = req("approve", "certificates.k8s.io", "signers", "", "");
+        approve.name = "kubernetes.io/kube-apiserver-client-kubelet".into();
+        assert!(!allowed(&p, &boot, &approve));
+        assert!(!allowed(&p, &node, &approve));
+        let cm = UserInfo::authenticated("system:kube-controller-manager", []);
+        assert!(allowed(&p, &cm, &approve));
+        approve.name = "kubernetes.io/kube-apiserver-client".into();
+        assert!(!allowed(&p, &cm, &approve));
         assert!(!allowed(&p, &boot, &req("get", "", "nodes", "", "")));
         assert!(allowed(&p, &node, &csr("create", "selfnodeclient")));
         assert!(!allowed(&p, &node, &csr("create", "nodeclient")));
