@@ -90,19 +90,31 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub api_port: u16,
     pub kubelet_port: u16,
+    /// The data dir of the node whose containerd the helpers look into and clean up:
+    /// the server's own (`dir`), or a joined `skiff agent`'s.
+    pub agent_dir: PathBuf,
+    /// Extra `skiff server` flags (e.g. `--disable-agent`).
+    server_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Cluster {
     /// Starts a server in a fresh temporary data dir.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra flags in a fresh temporary data dir.
+    pub fn start_with(server_args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("skiff-e2e-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut c = Cluster {
+            agent_dir: dir.clone(),
             dir,
             api_port: free_port(),
             kubelet_port: free_port(),
+            server_args: server_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         c.spawn();
@@ -121,6 +133,7 @@ impl Cluster {
             .arg(&self.dir)
             .args(["--https-listen-port", &self.api_port.to_string()])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
+            .args(&self.server_args)
             // `SKIFF_LOG` from the test's environment (e.g. `info,skiff_kubelet=debug`) or info.
             .env(
                 "SKIFF_LOG",
@@ -222,7 +235,7 @@ impl Cluster {
 
     /// Running tasks (sandboxes and containers) in this node's containerd.
     pub fn running_tasks(&self) -> usize {
-        let sock = self.dir.join("agent/containerd/containerd.sock");
+        let sock = self.agent_dir.join("agent/containerd/containerd.sock");
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&sock)
@@ -238,7 +251,7 @@ impl Cluster {
     /// Containers (sandboxes and application containers, running or not) known to this
     /// node's containerd in the CRI namespace.
     pub fn containers(&self) -> usize {
-        let sock = self.dir.join("agent/containerd/containerd.sock");
+        let sock = self.agent_dir.join("agent/containerd/containerd.sock");
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&sock)
@@ -252,7 +265,7 @@ impl Cluster {
     }
 
     fn containerd_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("agent/containerd/containerd.pid"))
+        std::fs::read_to_string(self.agent_dir.join("agent/containerd/containerd.pid"))
             .ok()?
             .trim()
             .parse()
@@ -308,7 +321,7 @@ impl Drop for Cluster {
 impl Cluster {
     /// Kills and removes, through `ctr`, every container the kubelet did not clean up.
     fn force_remove_containers(&self) {
-        let sock = self.dir.join("agent/containerd/containerd.sock");
+        let sock = self.agent_dir.join("agent/containerd/containerd.sock");
         let ctr = |args: &[&str]| {
             Command::new("ctr")
                 .arg("--address")

@@ -11,6 +11,7 @@
 //! - [`table`]: server-side `Table` printing for `kubectl get`.
 #![deny(missing_docs)]
 
+pub mod bootstrap_token;
 pub mod crd;
 pub mod defaults;
 pub mod events;

@@ -87,6 +87,14 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Age", "string", 0),
         ],
         "Lease" => vec![("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        "CertificateSigningRequest" => vec![
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("RequestedDuration", "string", 0),
+            ("Condition", "string", 0),
+        ],
         "Endpoints" => vec![("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
         "EndpointSlice" => vec![
             ("Name", "string", 0),
@@ -633,6 +641,17 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 json!(s(o, "/spec/volumeMode")),
             ]
         }
+        "CertificateSigningRequest" => vec![
+            json!(name),
+            json!(age(o, "/metadata/creationTimestamp", now)),
+            json!(s(o, "/spec/signerName")),
+            json!(s(o, "/spec/username")),
+            json!(match o.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
+                Some(secs) => human_seconds(secs),
+                None => "<none>".to_string(),
+            }),
+            json!(csr_condition(o)),
+        ],
         "Lease" => vec![
             json!(name),
             json!(s(o, "/spec/holderIdentity")),
@@ -694,6 +713,43 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
             ]
         }
         _ => vec![json!(name), json!(age(o, "/metadata/creationTimestamp", now))],
+    }
+}
+
+/// A duration in seconds as kubectl prints it (`10m`, `24h`, `2d`).
+fn human_seconds(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 && s >= 86_400 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 && s >= 3_600 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 && s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A CSR's condition column, as upstream's printer: the types of its `True`
+/// conditions joined by commas, plus `Issued` once `status.certificate` is set;
+/// `Pending` when there are none.
+fn csr_condition(o: &Value) -> String {
+    let mut out: Vec<String> = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter(|c| c.get("status").and_then(Value::as_str).is_none_or(|s| s == "True"))
+                .filter_map(|c| c.get("type").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if o.pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty())
+    {
+        out.push("Issued".into());
+    }
+    if out.is_empty() {
+        "Pending".into()
+    } else {
+        out.join(",")
     }
 }
 

@@ -8,6 +8,11 @@
 //! the anonymous user `system:anonymous` in group `system:unauthenticated`
 //! (upstream's `--anonymous-auth=true` default), and get only what authorization
 //! grants that user (see [`crate::authz`]).
+//!
+//! Bearer tokens of the bootstrap token form `<id>.<secret>` are checked against the
+//! Secret `kube-system/bootstrap-token-<id>` ([`bootstrap_token`], upstream's
+//! `--enable-bootstrap-token-auth`); other bearer tokens are ServiceAccount tokens
+//! ([`crate::serviceaccount_token`]).
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -84,6 +89,34 @@ impl UserInfo {
             .map(String::from)
             .collect::<Vec<_>>();
         Ok(Self::authenticated(name, groups))
+    }
+}
+
+/// Authenticates a bootstrap token (upstream's bootstrap token authenticator,
+/// plugin/pkg/auth/authenticator/token/bootstrap): user `system:bootstrap:<id>` in
+/// `system:bootstrappers` and the Secret's `auth-extra-groups` when the Secret
+/// `kube-system/bootstrap-token-<id>` exists, matches, has not expired and allows
+/// authentication ([`skiff_api::bootstrap_token::authenticate`]); 401 otherwise.
+pub async fn bootstrap_token(
+    objects: &crate::objects::Objects,
+    token: &skiff_api::bootstrap_token::BootstrapToken,
+) -> Result<UserInfo, crate::status::ApiError> {
+    use skiff_api::bootstrap_token as bt;
+    let res = skiff_api::registry::lookup("", "v1", "secrets").expect("secrets are served");
+    let secret = match objects.get(res, Some(bt::NAMESPACE), &token.secret_name()).await {
+        Ok(s) => s,
+        Err(e) if e.code == 404 => {
+            tracing::debug!(id = %token.id, "rejecting bootstrap token: no such token");
+            return Err(crate::status::ApiError::unauthorized());
+        }
+        Err(e) => return Err(e),
+    };
+    match bt::authenticate(&secret, token, jiff::Timestamp::now()) {
+        Ok(groups) => Ok(UserInfo::authenticated(token.user_name(), groups)),
+        Err(e) => {
+            tracing::debug!(id = %token.id, error = %e, "rejecting bootstrap token");
+            Err(crate::status::ApiError::unauthorized())
+        }
     }
 }
 

@@ -12,8 +12,10 @@ pub mod aggregated_discovery;
 pub mod authn;
 pub mod authn_review;
 pub mod authz;
+pub mod cluster_info;
 pub mod compaction;
 pub mod crds;
+pub mod csr;
 pub mod discovery;
 pub mod eviction;
 pub mod kubernetes_service;
@@ -149,6 +151,13 @@ pub async fn run(
         .map_err(|e| Error::Bootstrap(e.message))?;
     let crd_revision = crds::load(&objects).await.map_err(|e| Error::Bootstrap(e.message))?;
     tokio::spawn(crds::run(objects.clone(), crd_revision, shutdown.clone()));
+    cluster_info::ensure(
+        &objects,
+        &format!("https://{}", config.advertise),
+        &config.client_ca_pem,
+    )
+    .await
+    .map_err(|e| Error::Bootstrap(format!("kube-public/cluster-info: {}", e.message)))?;
     authz::bootstrap_policy::ensure(&objects)
         .await
         .map_err(|e| Error::Bootstrap(format!("RBAC bootstrap policy: {}", e.message)))?;

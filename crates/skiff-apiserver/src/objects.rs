@@ -536,7 +536,7 @@ impl Objects {
                 "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
-        let mut next = if subresource == Some("status") {
+        let mut next = if matches!(subresource, Some("status" | "approval")) {
             let mut o = old.clone();
             o["status"] = new.get("status").cloned().unwrap_or(json!({}));
             o
@@ -579,6 +579,9 @@ impl Objects {
             }
         }
         let (mut next, warnings) = self.normalize(res, next, fv)?;
+        if res.group == "certificates.k8s.io" {
+            crate::csr::prepare_update(res, subresource, old, &mut next)?;
+        }
         if spec_part(&next) != spec_part(old) {
             if is_deleting(old) && res.kind != "Namespace" && subresource.is_none() && res.kind == "Pod" {
                 return Err(ApiError::invalid(res, name, &[validation::FieldError {

@@ -233,6 +233,7 @@ fn name_of(r: &ResourceRequest) -> Result<&str, ApiError> {
 /// Serves one resource request.
 pub async fn handle(
     app: &App,
+    user: &crate::authn::UserInfo,
     method: &Method,
     r: ResourceRequest,
     q: HashMap<String, String>,
@@ -254,6 +255,14 @@ pub async fn handle(
         return Err(ApiError::no_route());
     }
     let sub = r.subresource.as_deref();
+    if res.group == "certificates.k8s.io" && sub == Some("approval") && matches!(*method, Method::PUT | Method::PATCH) {
+        let cur = objects.get(res, ns, name_of(&r)?).await?;
+        let signer = cur
+            .pointer("/spec/signerName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        crate::csr::check_approver(&app.authorizer, user, signer)?;
+    }
     let writer = Writer::from_request(res, &q, headers)?;
     let body = json_body(headers, body)?;
     match (method.clone(), r.name.is_some(), sub) {
@@ -283,7 +292,7 @@ pub async fn handle(
             };
             Ok(json_response(StatusCode::OK, &body, &[]))
         }
-        (Method::GET, true, None | Some("status")) => {
+        (Method::GET, true, None | Some("status") | Some("approval")) => {
             let obj = objects.get(res, ns, name_of(&r)?).await?;
             Ok(json_response(StatusCode::OK, &render_one(&obj), &[]))
         }
@@ -303,6 +312,9 @@ pub async fn handle(
                 return bind(app, ns.unwrap_or_default(), &name, &obj, &q).await;
             }
             let mut obj = obj;
+            if res.group == "certificates.k8s.io" {
+                crate::csr::prepare_create(res, &mut obj, user)?;
+            }
             if obj.is_object() {
                 managed_fields::record_update(None, &mut obj, &writer.manager(""));
             }
@@ -346,7 +358,7 @@ pub async fn handle(
                 .await?;
             Ok(json_response(StatusCode::OK, &scale_of(&out), &warnings))
         }
-        (Method::PUT, true, None | Some("status") | Some("finalize")) => {
+        (Method::PUT, true, None | Some("status") | Some("finalize") | Some("approval")) => {
             let name = name_of(&r)?.to_string();
             let opts = write_options(&q)?;
             let new = parse_json(&body)?;
@@ -372,7 +384,7 @@ pub async fn handle(
             let out = maybe_finish_namespace(app, res, &out).await?;
             Ok(json_response(StatusCode::OK, &render_one(&out), &warnings))
         }
-        (Method::PATCH, true, None | Some("status")) => {
+        (Method::PATCH, true, None | Some("status") | Some("approval")) => {
             let name = name_of(&r)?.to_string();
             let opts = write_options(&q)?;
             let content_type = content_type(headers);

@@ -156,11 +156,15 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         return Err(ApiError::unauthorized());
     };
     // As upstream's union authenticator: a client certificate wins; otherwise a
-    // bearer token must be valid (401 if not), and no credentials is anonymous.
+    // bearer token (a bootstrap token `<id>.<secret>`, else a ServiceAccount token)
+    // must be valid (401 if not), and no credentials is anonymous.
     if user.name == crate::authn::ANONYMOUS_USER
         && let Some(token) = bearer_token(req.headers())
     {
-        user = crate::serviceaccount_token::authenticate(&app.objects, &app.tokens, token).await?;
+        user = match skiff_api::bootstrap_token::BootstrapToken::parse(token) {
+            Ok(t) => crate::authn::bootstrap_token(&app.objects, &t).await?,
+            Err(_) => crate::serviceaccount_token::authenticate(&app.objects, &app.tokens, token).await?,
+        };
     }
     let method = req.method().clone();
     let q: HashMap<String, String> = request::parse_query(req.uri().query());
@@ -265,7 +269,7 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         let out = crate::authn_review::review(&app.objects, &app.tokens, &user, rr.res, obj).await?;
         return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
     }
-    rest::handle(app, &method, rr, q, &headers, body).await
+    rest::handle(app, &user, &method, rr, q, &headers, body).await
 }
 
 /// The non-resource path that serves a snapshot of the whole store (`skiff snapshot

@@ -424,3 +424,123 @@ async fn metrics_are_served_to_admins_and_not_to_anonymous() {
     let (code, reason, _) = api_error(server.anonymous().request_text(get()).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (403, "Forbidden"));
 }
+
+/// A CSR object for `cn` with `signer`.
+fn csr_object(name: &str, cn: &str, signer: &str) -> serde_json::Value {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+           "metadata": {"name": name},
+           "spec": {"request": base64::engine::general_purpose::STANDARD.encode(pem), "signerName": signer,
+                    "usages": ["digital signature", "client auth"], "username": "forged"}})
+}
+
+#[tokio::test]
+async fn bootstrap_tokens_authenticate_and_approving_needs_approve_on_the_signer() {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use k8s_openapi::api::core::v1::Secret;
+    use skiff_api::bootstrap_token::{BootstrapToken, secret_manifest};
+    let server = start().await;
+    let admin = server.client("admin", "system:admin", &["system:masters"]).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "kube-system");
+    let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let s: Secret = serde_json::from_value(secret_manifest(&token, Some(later), None, &[])).unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let expired = BootstrapToken::parse("expird.0123456789abcdef").unwrap();
+    let earlier = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let s: Secret = serde_json::from_value(secret_manifest(&expired, Some(earlier), None, &[])).unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+
+    // The token creates a CSR; the requester is recorded from authentication.
+    let boot = server.bearer("boot", &token.to_string()).await;
+    let csrs: Api<CertificateSigningRequest> = Api::all(boot);
+    let obj = csr_object(
+        "node-csr-1",
+        "system:node:n1",
+        "kubernetes.io/kube-apiserver-client-kubelet",
+    );
+    let created = csrs
+        .create(&PostParams::default(), &serde_json::from_value(obj).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(created.spec.username.as_deref(), Some("system:bootstrap:abcdef"));
+    assert!(
+        created
+            .spec
+            .groups
+            .unwrap()
+            .contains(&"system:bootstrappers".to_string())
+    );
+    // Expired and unknown tokens: 401.
+    for t in [expired.to_string(), "zzzzzz.0123456789abcdef".to_string()] {
+        let c = server.bearer("bad", &t).await;
+        let err = Api::<CertificateSigningRequest>::all(c)
+            .list(&ListParams::default())
+            .await
+            .unwrap_err();
+        assert_eq!(api_error(err).0, 401, "{t}");
+    }
+
+    // A user allowed to update approvals but not to approve for the signer: 403.
+    let cr: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "csr-approver"}, "rules": [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests", "certificatesigningrequests/approval"],
+         "verbs": ["get", "update", "patch"]}]}))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &cr)
+        .await
+        .unwrap();
+    let crb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "csr-approver"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "csr-approver"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "jane"}]});
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
+    crbs.create(&PostParams::default(), &serde_json::from_value(crb).unwrap())
+        .await
+        .unwrap();
+    let jane: Api<CertificateSigningRequest> = Api::all(server.client("jane", "jane", &[]).await);
+    let approve = json!({"status": {"conditions": [{"type": "Approved", "status": "True", "reason": "Test"}]}});
+    let patch = kube::api::Patch::Merge(&approve);
+    let pp = kube::api::PatchParams::default();
+    let mut last = None;
+    for _ in 0..50 {
+        match jane.patch_subresource("approval", "node-csr-1", &pp, &patch).await {
+            Err(e) => {
+                let (code, _, msg) = api_error(e);
+                if code == 403 && msg.contains("not permitted to approve") {
+                    last = Some(msg);
+                    break;
+                }
+            }
+            Ok(_) => panic!("approved without approve on the signer"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.is_some(), "jane was never refused by the signer check");
+    // With `approve` on `kubernetes.io/*` signers, she may.
+    let mut cr = Api::<ClusterRole>::all(admin.clone())
+        .get("csr-approver")
+        .await
+        .unwrap();
+    cr.rules.as_mut().unwrap().push(
+        serde_json::from_value(json!({"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+            "resourceNames": ["kubernetes.io/*"], "verbs": ["approve"]}))
+        .unwrap(),
+    );
+    Api::<ClusterRole>::all(admin.clone())
+        .replace("csr-approver", &PostParams::default(), &cr)
+        .await
+        .unwrap();
+    let mut approved = None;
+    for _ in 0..50 {
+        if let Ok(c) = jane.patch_subresource("approval", "node-csr-1", &pp, &patch).await {
+            approved = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = approved.expect("approval with approve on the signer");
+    assert_eq!(c.status.unwrap().conditions.unwrap()[0].type_, "Approved");
+}

@@ -40,9 +40,12 @@
 //! in-process apiserver.
 #![deny(missing_docs)]
 
+pub mod bootstrap;
 pub mod common;
 pub mod cron;
 pub mod cronjob;
+pub mod csr_approver;
+pub mod csr_signer;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
@@ -109,6 +112,10 @@ pub struct Options {
     /// The local-path provisioner's settings (`--default-local-storage-path`);
     /// with them the default StorageClass `local-path` is created if absent.
     pub local_path: Option<persistentvolume::LocalPath>,
+    /// The cluster CA the CSR signer issues client certificates from
+    /// (`--cluster-signing-cert-file`/`--cluster-signing-key-file`); `None` leaves
+    /// [`csr_signer`] off, so approved requests stay unissued.
+    pub cluster_signing: Option<csr_signer::ClusterSigning>,
 }
 
 /// Campaigns for the Lease `kube-system/kube-controller-manager` with the
@@ -173,7 +180,19 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
             }
         }
     };
+    let signer = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let signing = options.cluster_signing.clone();
+        async move {
+            if let Some(signing) = signing {
+                csr_signer::run(client, signing, shutdown).await;
+            }
+        }
+    };
     tokio::join!(
+        csr_approver::run(client.clone(), shutdown.clone()),
+        signer,
+        bootstrap::run(client.clone(), shutdown.clone()),
         replicaset::run(client.clone(), shutdown.clone()),
         replication::run(client.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),

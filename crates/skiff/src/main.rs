@@ -4,10 +4,15 @@
 //! and, unless `--disable-agent`, a local node agent (kubelet on containerd);
 //! `skiff hollow` runs simulated nodes for scale tests.
 //! `skiff snapshot save|restore` backs the cluster state up and brings it back.
+//! `skiff token create|list|delete` manages bootstrap tokens, and `skiff agent` joins
+//! a machine to the cluster with one.
 
+mod agent;
 mod bootstrap;
+mod node;
 mod server;
 mod snapshot;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +28,10 @@ struct Cli {
 enum Command {
     /// Run a control-plane node (apiserver, scheduler, controllers) and a local agent.
     Server(Box<server::ServerArgs>),
+    /// Join this machine to a cluster as a worker node, with a bootstrap token.
+    Agent(Box<agent::AgentArgs>),
+    /// Create, list or delete bootstrap tokens for `skiff agent`.
+    Token(token::TokenArgs),
     /// Run N simulated nodes (no containers) against a cluster, for scale tests.
     Hollow(Box<skiff_hollow::cli::HollowArgs>),
     /// Save a running cluster's state to a file, or restore one into a data dir.
@@ -47,6 +56,8 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Command::Server(args) => rt.block_on(server::run(*args)),
+        Command::Agent(args) => rt.block_on(agent::run(*args)),
+        Command::Token(args) => rt.block_on(token::run(args)),
         Command::Hollow(args) => rt.block_on(skiff_hollow::cli::run(*args)).map_err(anyhow::Error::from),
         Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
     };

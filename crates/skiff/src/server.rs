@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use skiff_apiserver::pki::Pki;
+
+use crate::node::{client_from, detect_node_ip, hostname, shutdown_signal};
 use tokio_util::sync::CancellationToken;
 
 /// Flags of `skiff server` (upstream names where upstream has the flag).
@@ -61,21 +63,6 @@ pub struct ServerArgs {
     /// Run the control plane only, without a local kubelet.
     #[arg(long)]
     disable_agent: bool,
-    /// Do not run the Service proxy (nftables rules for Services) next to the kubelet.
-    #[arg(long)]
-    disable_kube_proxy: bool,
-    /// Node name of the local agent (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// IP address of this node (default: the address of the default route).
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
-    /// CRI endpoint (unix socket path); by default a supervised containerd is started.
-    #[arg(long)]
-    container_runtime_endpoint: Option<String>,
-    /// Pod network CIDR; each node gets a /24 from it.
-    #[arg(long, default_value = "10.42.0.0/16")]
-    cluster_cidr: String,
     /// Service ClusterIP range (IPv4 CIDR); its first address is the
     /// `default/kubernetes` Service.
     #[arg(long, default_value = "10.43.0.0/16")]
@@ -83,12 +70,6 @@ pub struct ServerArgs {
     /// Port range for NodePort Services, `FIRST-LAST`.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
-    /// Cluster DNS server address written into pods' resolv.conf.
-    #[arg(long, default_value = "10.43.0.10")]
-    cluster_dns: IpAddr,
-    /// Cluster DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
     /// Do not run the cluster DNS server (nor create the kube-system/kube-dns Service).
     #[arg(long)]
     disable_dns: bool,
@@ -96,15 +77,6 @@ pub struct ServerArgs {
     /// kube-dns Service at --cluster-dns is routed to it.
     #[arg(long)]
     cluster_dns_listen: Option<SocketAddr>,
-    /// Port of the kubelet's HTTPS API.
-    #[arg(long, default_value_t = 10250)]
-    kubelet_port: u16,
-    /// Sandbox (pause) image.
-    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
-    pause_image: String,
-    /// Registry mirror for docker.io and registry.k8s.io (empty to disable).
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    registry_mirror: String,
     /// Cron schedule of automatic snapshots (5 fields, local time), as k3s's
     /// `--etcd-snapshot-schedule-cron`; on by default.
     #[arg(long, default_value = "0 */12 * * *")]
@@ -130,6 +102,9 @@ pub struct ServerArgs {
     /// profiles, plugins and their args, percentageOfNodesToScore (kube-scheduler's `--config`).
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
+    /// The node flags shared with `skiff agent`.
+    #[command(flatten)]
+    node: crate::node::NodeArgs,
 }
 
 /// The scheduled-snapshot settings, validated (`None` with `--disable-snapshots`).
@@ -192,73 +167,11 @@ fn encrypted_at_rest(
     Ok(Arc::new(skiff_store::EncryptedStore::new(store, config, keys)))
 }
 
-/// The IPv4 address of the default route (no packet is sent).
-fn detect_node_ip() -> Option<IpAddr> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    sock.connect("10.255.255.255:9").ok()?;
-    sock.local_addr().ok().map(|a| a.ip())
-}
-
-/// The host name as a valid node name (lower-case RFC 1123 subdomain, as upstream
-/// requires of `--hostname-override`): other characters become `-`.
-fn hostname() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    node_name_from(&raw)
-}
-
-fn node_name_from(raw: &str) -> String {
-    let cleaned: String = raw
-        .trim()
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.').to_string();
-    if cleaned.is_empty() {
-        "skiff-node".into()
-    } else {
-        cleaned
-    }
-}
-
 /// The metrics of this process's components, served by the apiserver on `/metrics`.
 fn metrics_registry() -> prometheus_client::registry::Registry {
     let mut registry = prometheus_client::registry::Registry::default();
     skiff_scheduler::metrics::register(&mut registry);
     registry
-}
-
-/// The first /24 of the cluster CIDR: the single node's podCIDR.
-fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
-    let (addr, _) = cluster_cidr
-        .split_once('/')
-        .context("--cluster-cidr must be CIDR notation")?;
-    let ip: Ipv4Addr = addr.parse().context("--cluster-cidr must be an IPv4 CIDR")?;
-    let o = ip.octets();
-    Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
-}
-
-/// A client from a kubeconfig file.
-pub(crate) async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// The store: etcd when `--datastore-endpoint` is given, else the embedded store in
@@ -283,50 +196,6 @@ async fn open_store(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Arc<dy
         .context("connecting to etcd")?;
     tracing::info!(endpoints = store.endpoints(), "using etcd as the datastore");
     Ok(Arc::new(store))
-}
-
-#[cfg(test)]
-mod datastore_tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ServerArgs,
-    }
-
-    async fn open(flags: &[&str]) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
-        let dir = tempfile::tempdir().unwrap();
-        let cli = Cli::try_parse_from(std::iter::once("server").chain(flags.iter().copied())).unwrap();
-        open_store(&cli.args, dir.path()).await
-    }
-
-    #[tokio::test]
-    async fn datastore_flags_choose_the_engine_or_fail_clearly() {
-        // No flag: the embedded store, always healthy.
-        open(&[]).await.unwrap().health().await.unwrap();
-        let err = open(&["--datastore-cafile", "/ca.pem"]).await.err().unwrap();
-        assert!(format!("{err:#}").contains("need --datastore-endpoint"), "{err:#}");
-        let err = open(&["--datastore-endpoint", "mysql://db:3306"]).await.err().unwrap();
-        assert!(format!("{err:#}").contains("unsupported scheme"), "{err:#}");
-        // etcd that nobody serves: the server starts, its store reports it unavailable.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = open(&["--datastore-endpoint", &format!("etcd://127.0.0.1:{port}")])
-            .await
-            .unwrap();
-        match store.health().await {
-            Err(skiff_store::Error::Unavailable { endpoints, .. }) => {
-                assert_eq!(endpoints, format!("http://127.0.0.1:{port}"));
-            }
-            other => panic!("expected Unavailable, got {other:?}"),
-        }
-    }
 }
 
 /// The token of `--token`/`--token-file`, if given.
@@ -383,8 +252,9 @@ async fn bootstrap(args: &ServerArgs, store: &dyn skiff_store::Store) -> anyhow:
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let node_name = args.node.node_name.clone().unwrap_or_else(hostname);
     let node_ip = args
+        .node
         .node_ip
         .or_else(detect_node_ip)
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -407,7 +277,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "kubernetes".into(),
         "kubernetes.default".into(),
         "kubernetes.default.svc".into(),
-        format!("kubernetes.default.svc.{}", args.cluster_domain),
+        format!("kubernetes.default.svc.{}", args.node.cluster_domain),
         kubernetes_service_ip,
         node_ip.to_string(),
         hostname(),
@@ -499,6 +369,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let token = shutdown.clone();
     let controller_options = skiff_controllers::Options {
         root_ca_pem: Some(pki.ca_pem.clone()),
+        // The CSR signer issues node client certificates from the cluster CA, as
+        // kube-controller-manager's --cluster-signing-cert-file/--cluster-signing-key-file.
+        cluster_signing: Some(skiff_controllers::csr_signer::ClusterSigning::new(
+            pki.ca_pem.clone(),
+            std::fs::read_to_string(tls_dir.join("ca.key")).context("reading the cluster CA key")?,
+        )),
         local_path: Some(skiff_controllers::persistentvolume::LocalPath {
             base: args
                 .default_local_storage_path
@@ -532,42 +408,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 node_name.clone(),
             ],
         )?;
-        let kubelet_kube = client_from(&component_kubeconfigs[2]).await?;
-        let config = skiff_kubelet::KubeletConfig {
+        let setup = crate::node::NodeSetup {
             node_name: node_name.clone(),
+            node_ip,
             root_dir: data_dir.join("agent"),
-            container_runtime_endpoint: args.container_runtime_endpoint.clone(),
-            pod_cidr: first_pod_cidr(&args.cluster_cidr)?,
-            cluster_dns: vec![args.cluster_dns],
-            cluster_domain: args.cluster_domain.clone(),
-            node_ip: Some(node_ip),
-            port: args.kubelet_port,
+            kubelet_client: client_from(&component_kubeconfigs[2]).await?,
+            proxy_client: client_from(&component_kubeconfigs[4]).await?,
             serving_cert: kubelet_serving.cert_path.clone(),
             serving_key: kubelet_serving.key_path.clone(),
             client_ca: pki.ca_path(),
-            pause_image: args.pause_image.clone(),
-            registry_mirror: Some(args.registry_mirror.clone()).filter(|m| !m.is_empty()),
             control_plane: true,
         };
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            skiff_kubelet::run(kubelet_kube, config, token)
-                .await
-                .map_err(anyhow::Error::from)
-                .context("kubelet")
-        });
-        if !args.disable_kube_proxy {
-            let proxy_kube = client_from(&component_kubeconfigs[4]).await?;
-            let cidr = args.cluster_cidr.parse().context("--cluster-cidr")?;
-            let config = skiff_proxy::ProxyConfig::new(node_name.clone(), Some(cidr));
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                skiff_proxy::run(proxy_kube, config, token)
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .context("kube-proxy")
-            });
-        }
+        crate::node::spawn(&mut tasks, &args.node, setup, &shutdown)?;
     }
     if !args.disable_dns {
         let listen = args.cluster_dns_listen.unwrap_or(SocketAddr::new(node_ip, 53));
@@ -576,8 +428,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         } else {
             listen
         };
-        let mut config = skiff_dns::Config::new(listen, args.cluster_dns);
-        config.cluster_domain = args.cluster_domain.clone();
+        let mut config = skiff_dns::Config::new(listen, args.node.cluster_dns);
+        config.cluster_domain = args.node.cluster_domain.clone();
         config.registration = Some(skiff_dns::registration::Registration {
             node_name: node_name.clone(),
             address: advertised,
@@ -602,6 +454,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     pki.write_kubeconfig(&admin_path, &url, "admin", &admin)?;
     tracing::info!(kubeconfig = %admin_path.display(), node = %node_name, %node_ip, "skiff server is ready");
     eprintln!("skiff server is ready: export KUBECONFIG={}", admin_path.display());
+    eprintln!(
+        "to add a node: run `skiff token create --data-dir {}` here, then on the new machine\n  skiff agent --server https://{node_ip}:{port} --token <TOKEN> --ca-cert-hash {}",
+        data_dir.display(),
+        crate::agent::ca_cert_hash(&pki.ca_pem).context("hashing the cluster CA")?
+    );
 
     let failure = tokio::select! {
         _ = shutdown_signal() => None,
@@ -627,14 +484,45 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+mod datastore_tests {
+    use clap::Parser;
+
     use super::*;
 
-    #[test]
-    fn node_names_are_valid_dns_subdomains() {
-        assert_eq!(node_name_from("My_Host\n"), "my-host");
-        assert_eq!(node_name_from("web-1.example.com"), "web-1.example.com");
-        assert_eq!(node_name_from("__"), "skiff-node");
-        assert_eq!(first_pod_cidr("10.42.0.0/16").unwrap(), "10.42.0.0/24");
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    async fn open(flags: &[&str]) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from(std::iter::once("server").chain(flags.iter().copied())).unwrap();
+        open_store(&cli.args, dir.path()).await
+    }
+
+    #[tokio::test]
+    async fn datastore_flags_choose_the_engine_or_fail_clearly() {
+        // No flag: the embedded store, always healthy.
+        open(&[]).await.unwrap().health().await.unwrap();
+        let err = open(&["--datastore-cafile", "/ca.pem"]).await.err().unwrap();
+        assert!(format!("{err:#}").contains("need --datastore-endpoint"), "{err:#}");
+        let err = open(&["--datastore-endpoint", "mysql://db:3306"]).await.err().unwrap();
+        assert!(format!("{err:#}").contains("unsupported scheme"), "{err:#}");
+        // etcd that nobody serves: the server starts, its store reports it unavailable.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = open(&["--datastore-endpoint", &format!("etcd://127.0.0.1:{port}")])
+            .await
+            .unwrap();
+        match store.health().await {
+            Err(skiff_store::Error::Unavailable { endpoints, .. }) => {
+                assert_eq!(endpoints, format!("http://127.0.0.1:{port}"));
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
     }
 }

@@ -76,7 +76,7 @@ async fn save(args: SaveArgs) -> anyhow::Result<()> {
     let kubeconfig = args
         .kubeconfig
         .unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
-    let client = crate::server::client_from(&kubeconfig).await.with_context(|| {
+    let client = crate::node::client_from(&kubeconfig).await.with_context(|| {
         format!(
             "is a skiff server running with this data dir? pass --kubeconfig otherwise ({})",
             kubeconfig.display()

@@ -18,6 +18,14 @@
 //! - `system:node` is bound to the group `system:nodes` (upstream leaves it unbound
 //!   and authorizes kubelets with the Node authorizer, which also confines each
 //!   kubelet to its own node's objects; Skiff has no Node authorizer).
+//! - `system:node` may also read EndpointSlices and Endpoints: on a joined agent the
+//!   Service proxy runs with the node's credentials (upstream gives kube-proxy its
+//!   own ServiceAccount).
+//! - Node joining follows kubeadm: `system:bootstrappers` may create CSRs
+//!   (`kubeadm:kubelet-bootstrap`) and have node client certificates auto-approved
+//!   (`kubeadm:node-autoapprove-bootstrap`), `system:nodes` may renew theirs
+//!   (`kubeadm:node-autoapprove-certificate-rotation`), and `system:anonymous` may
+//!   read `kube-public/cluster-info` (`kubeadm:bootstrap-signer-clusterinfo`).
 //! - `system:skiff-dns` (cluster DNS, read Services and endpoints everywhere, manage
 //!   its own Service, Endpoints and EndpointSlice in `kube-system`) is Skiff's own.
 
@@ -335,6 +343,16 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(EVENT_WRITE, &["events.k8s.io"], &["events"]),
                 rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
                 rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                // The CSR approver (upstream `system:controller:certificate-controller`).
+                named_rule(
+                    &["approve"],
+                    &["certificates.k8s.io"],
+                    &["signers"],
+                    &[
+                        "kubernetes.io/kube-apiserver-client-kubelet",
+                        "kubernetes.io/kubelet-serving",
+                    ],
+                ),
             ],
         ),
         cluster_role(
@@ -396,12 +414,9 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["get", "list", "watch", "create", "delete"], &[""], &["pods"]),
                 rule(&["patch", "update"], &[""], &["pods/status"]),
                 rule(&["create"], &[""], &["pods/eviction", "serviceaccounts/token"]),
-                rule(READ, &[""], &["services", "configmaps", "secrets"]),
-                rule(
-                    &["get"],
-                    &[""],
-                    &["persistentvolumeclaims", "persistentvolumes", "endpoints"],
-                ),
+                rule(READ, &[""], &["services", "configmaps", "secrets", "endpoints"]),
+                rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                rule(&["get"], &[""], &["persistentvolumeclaims", "persistentvolumes"]),
                 rule(&["patch", "update"], &[""], &["persistentvolumeclaims/status"]),
                 rule(
                     &["get", "list", "watch", "create", "update", "patch", "delete"],
@@ -422,6 +437,33 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["certificatesigningrequests"],
                 ),
             ],
+        ),
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        cluster_role(
+            NODE_CLIENT_ROLE,
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            SELF_NODE_CLIENT_ROLE,
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
         ),
         cluster_role(
             "system:node-proxier",
@@ -474,6 +516,21 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         ),
         cluster_role_binding("system:node", "system:node", vec![group("system:nodes")]),
         cluster_role_binding(
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            vec![group(BOOTSTRAPPERS_GROUP)],
+        ),
+        cluster_role_binding(
+            "kubeadm:node-autoapprove-bootstrap",
+            NODE_CLIENT_ROLE,
+            vec![group(BOOTSTRAPPERS_GROUP)],
+        ),
+        cluster_role_binding(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            SELF_NODE_CLIENT_ROLE,
+            vec![group("system:nodes")],
+        ),
+        cluster_role_binding(
             "system:node-proxier",
             "system:node-proxier",
             vec![user("system:kube-proxy")],
@@ -482,19 +539,38 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     ]
 }
 
+/// The ClusterRole whose `create` on `certificatesigningrequests/nodeclient` lets the
+/// CSR approver auto-approve a requester's node client certificate.
+pub const NODE_CLIENT_ROLE: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+/// The ClusterRole whose `create` on `certificatesigningrequests/selfnodeclient` lets
+/// a node have the renewal of its own client certificate auto-approved.
+pub const SELF_NODE_CLIENT_ROLE: &str = "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
+const BOOTSTRAPPERS_GROUP: &str = skiff_api::bootstrap_token::BOOTSTRAPPERS_GROUP;
+/// The namespace and name of the ConfigMap new nodes discover the cluster from.
+const CLUSTER_INFO: (&str, &str) = ("kube-public", "cluster-info");
+
 /// The default Roles (namespaced).
 pub fn roles() -> Vec<Value> {
-    vec![json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-    "metadata": metadata("system:skiff-dns", Some(DNS_NAMESPACE), &[]),
-    "rules": [
-        rule(&["get", "list", "watch", "create", "update", "patch", "delete"], &[""], &["services", "endpoints"]),
-        rule(&["get", "list", "watch", "create", "update", "patch", "delete"], &["discovery.k8s.io"], &["endpointslices"]),
-    ]})]
+    vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    "metadata": metadata("kubeadm:bootstrap-signer-clusterinfo", Some(CLUSTER_INFO.0), &[]),
+    "rules": [named_rule(&["get"], &[""], &["configmaps"], &[CLUSTER_INFO.1])]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": metadata("system:skiff-dns", Some(DNS_NAMESPACE), &[]),
+        "rules": [
+            rule(&["get", "list", "watch", "create", "update", "patch", "delete"], &[""], &["services", "endpoints"]),
+            rule(&["get", "list", "watch", "create", "update", "patch", "delete"], &["discovery.k8s.io"], &["endpointslices"]),
+        ]}),
+    ]
 }
 
 /// The default RoleBindings (namespaced).
 pub fn role_bindings() -> Vec<Value> {
     vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": metadata("kubeadm:bootstrap-signer-clusterinfo", Some(CLUSTER_INFO.0), &[]),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "kubeadm:bootstrap-signer-clusterinfo"},
+        "subjects": [user(crate::authn::ANONYMOUS_USER)]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": metadata("system:skiff-dns", Some(DNS_NAMESPACE), &[]),
         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": "system:skiff-dns"},
@@ -591,6 +667,35 @@ mod tests {
 
     fn allowed(p: &Policy, u: &UserInfo, a: &Attributes) -> bool {
         p.authorize(u, a) == Decision::Allow
+    }
+
+    #[test]
+    fn bootstrappers_may_request_node_certificates_and_anyone_may_read_cluster_info() {
+        let p = policy();
+        let boot = UserInfo::authenticated("system:bootstrap:abcdef", ["system:bootstrappers".to_string()]);
+        let node = UserInfo::authenticated("system:node:n1", ["system:nodes".to_string()]);
+        let csr = |verb: &str, sub: &str| req(verb, "certificates.k8s.io", "certificatesigningrequests", sub, "");
+        assert!(allowed(&p, &boot, &csr("create", "")));
+        assert!(allowed(&p, &boot, &csr("get", "")));
+        assert!(allowed(&p, &boot, &csr("create", "nodeclient")));
+        assert!(!allowed(&p, &boot, &csr("create", "selfnodeclient")));
+        assert!(!allowed(&p, &boot, &csr("update", "approval")));
+        let mut approve = req("approve", "certificates.k8s.io", "signers", "", "");
+        approve.name = "kubernetes.io/kube-apiserver-client-kubelet".into();
+        assert!(!allowed(&p, &boot, &approve));
+        assert!(!allowed(&p, &node, &approve));
+        let cm = UserInfo::authenticated("system:kube-controller-manager", []);
+        assert!(allowed(&p, &cm, &approve));
+        approve.name = "kubernetes.io/kube-apiserver-client".into();
+        assert!(!allowed(&p, &cm, &approve));
+        assert!(!allowed(&p, &boot, &req("get", "", "nodes", "", "")));
+        assert!(allowed(&p, &node, &csr("create", "selfnodeclient")));
+        assert!(!allowed(&p, &node, &csr("create", "nodeclient")));
+        let mut info = req("get", "", "configmaps", "", "kube-public");
+        info.name = "cluster-info".into();
+        assert!(allowed(&p, &UserInfo::anonymous(), &info));
+        info.name = "other".into();
+        assert!(!allowed(&p, &UserInfo::anonymous(), &info));
     }
 
     #[test]
