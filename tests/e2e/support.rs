@@ -90,12 +90,19 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub api_port: u16,
     pub kubelet_port: u16,
+    /// Extra `skiff server` flags (see [`Cluster::start_with`]).
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Cluster {
     /// Starts a server in a fresh temporary data dir.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server in a fresh temporary data dir with extra `skiff server` flags.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("skiff-e2e-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -103,6 +110,7 @@ impl Cluster {
             dir,
             api_port: free_port(),
             kubelet_port: free_port(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         c.spawn();
@@ -121,6 +129,7 @@ impl Cluster {
             .arg(&self.dir)
             .args(["--https-listen-port", &self.api_port.to_string()])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
+            .args(&self.extra_args)
             // `SKIFF_LOG` from the test's environment (e.g. `info,skiff_kubelet=debug`) or info.
             .env(
                 "SKIFF_LOG",
