@@ -147,7 +147,7 @@ fn top_and_horizontal_pod_autoscaler() {
     ]);
     let v1 = c.kubectl_ok(&[
         "get",
-        "hpa.v1.autoscaling",
+        "horizontalpodautoscalers.v1.autoscaling",
         "burner",
         "-o",
         "jsonpath={.spec.targetCPUUtilizationPercentage}",
@@ -156,20 +156,20 @@ fn top_and_horizontal_pod_autoscaler() {
     let desired = eventually("HPA scales the deployment up", Duration::from_secs(60), || {
         let d = c.kubectl_ok(&[
             "get",
-            "hpa.v2.autoscaling",
+            "horizontalpodautoscalers.v2.autoscaling",
             "burner",
             "-o",
             "jsonpath={.status.desiredReplicas}",
         ]);
         match d.parse::<u32>() {
             Ok(n) if n > 1 => Ok(n),
-            _ => Err(c.kubectl_ok(&["get", "hpa.v2.autoscaling", "burner", "-o", "yaml"])),
+            _ => Err(c.kubectl_ok(&["get", "horizontalpodautoscalers.v2.autoscaling", "burner", "-o", "yaml"])),
         }
     });
     assert!(desired <= 3, "maxReplicas bounds the scale: {desired}");
     let replicas = c.kubectl_ok(&["get", "deployment", "burner", "-o", "jsonpath={.spec.replicas}"]);
     assert_eq!(replicas, desired.to_string(), "the target's scale was updated");
-    let status = c.kubectl_ok(&["get", "hpa.v2.autoscaling", "burner", "-o", "json"]);
+    let status = c.kubectl_ok(&["get", "horizontalpodautoscalers.v2.autoscaling", "burner", "-o", "json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let util = status
         .pointer("/status/currentMetrics/0/resource/current/averageUtilization")
@@ -196,7 +196,7 @@ fn top_and_horizontal_pod_autoscaler() {
     );
     let v1_status = c.kubectl_ok(&[
         "get",
-        "hpa.v1.autoscaling",
+        "horizontalpodautoscalers.v1.autoscaling",
         "burner",
         "-o",
         "jsonpath={.status.currentCPUUtilizationPercentage}",
