@@ -627,6 +627,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sync_period_takes_go_durations() {
+        assert_eq!(parse_duration("15s"), Ok(std::time::Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m30s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
     fn node_names_are_valid_dns_subdomains() {
         assert_eq!(node_name_from("My_Host\n"), "my-host");
         assert_eq!(node_name_from("web-1.example.com"), "web-1.example.com");
