@@ -44,6 +44,7 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             }
         }
         ("", "Service") => service(object),
+        ("autoscaling", "HorizontalPodAutoscaler") => crate::autoscaling::apply_defaults(object),
         ("", "LimitRange") => crate::limit_range::apply_defaults(object),
         ("apps", "StatefulSet" | "DaemonSet") | ("", "ReplicationController") | ("batch", "Job") => {
             if let Some(spec) = object.get_mut("spec").and_then(obj) {

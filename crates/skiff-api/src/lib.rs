@@ -9,8 +9,10 @@
 //! - [`quantity`]: resource quantities.
 //! - [`events`]: building core/v1 Events.
 //! - [`table`]: server-side `Table` printing for `kubectl get`.
+//! - [`autoscaling`]: HorizontalPodAutoscaler defaults and v1 <-> v2 conversion.
 #![deny(missing_docs)]
 
+pub mod autoscaling;
 pub mod bootstrap_token;
 pub mod crd;
 pub mod defaults;

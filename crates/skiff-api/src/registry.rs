@@ -16,6 +16,9 @@ pub const ALL_VERBS: &[&str] = &[
     "watch",
 ];
 
+/// Verbs of a read-only resource (`metrics.k8s.io`).
+pub const READ_ONLY: &[&str] = &["get", "list"];
+
 /// Verbs of a resource that can only be created (e.g. `bindings`).
 pub const CREATE_ONLY: &[&str] = &["create"];
 
@@ -161,6 +164,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
          "horizontalpodautoscaler", true, short: ["hpa"], cat: ["all"], verbs: ALL_VERBS, sub: ["status"],
          status: true),
+    res!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+         "horizontalpodautoscaler", true, short: ["hpa"], cat: ["all"], verbs: ALL_VERBS, sub: ["status"],
+         status: true),
+    // Served by the apiserver from the kubelets' Summary API, never stored (upstream:
+    // metrics-server behind the aggregation layer).
+    res!("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", "", false, short: [], cat: [],
+         verbs: READ_ONLY, sub: [], status: false),
+    res!("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", "", true, short: [], cat: [],
+         verbs: READ_ONLY, sub: [], status: false),
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true,
          short: ["pdb"], cat: [], verbs: ALL_VERBS, sub: ["status"], status: true),
     res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, short: ["ing"], cat: [],
@@ -251,6 +263,17 @@ pub fn is_custom(res: &ResourceInfo) -> bool {
 /// Every served resource: the built-in ones, then custom resources.
 pub fn all() -> Vec<&'static ResourceInfo> {
     RESOURCES.iter().chain(custom()).collect()
+}
+
+/// The versions served for `group`, preferred (first listed) first.
+pub fn versions_of(group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in all() {
+        if r.group == group && !out.contains(&r.version) {
+            out.push(r.version);
+        }
+    }
+    out
 }
 
 /// The API groups served, in discovery order, with their preferred version (the

@@ -55,6 +55,15 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Images", "string", 1),
             ("Selector", "string", 1),
         ],
+        "HorizontalPodAutoscaler" => vec![
+            ("Name", "string", 0),
+            ("Reference", "string", 0),
+            ("Targets", "string", 0),
+            ("MinPods", "string", 0),
+            ("MaxPods", "integer", 0),
+            ("Replicas", "integer", 0),
+            ("Age", "string", 0),
+        ],
         "PodDisruptionBudget" => vec![
             ("Name", "string", 0),
             ("Min Available", "string", 0),
@@ -468,6 +477,25 @@ fn cells(kind: &str, o: &Value, now: Timestamp) -> Vec<Value> {
                 ]
             }
         }
+        "HorizontalPodAutoscaler" => {
+            let min = match o.pointer("/spec/minReplicas").and_then(Value::as_i64) {
+                Some(m) => m.to_string(),
+                None => "<unset>".into(),
+            };
+            vec![
+                json!(name),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/spec/scaleTargetRef/kind"),
+                    s(o, "/spec/scaleTargetRef/name")
+                )),
+                json!(hpa_targets(o)),
+                json!(min),
+                json!(i(o, "/spec/maxReplicas")),
+                json!(i(o, "/status/currentReplicas")),
+                json!(age(o, "/metadata/creationTimestamp", now)),
+            ]
+        }
         "PodDisruptionBudget" => {
             let int_or_string = |p: &str| match o.pointer(p) {
                 Some(Value::String(v)) => v.clone(),
@@ -825,6 +853,67 @@ pub fn custom_table(
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": cols, "rows": rows})
 }
 
+/// The TARGETS column of `kubectl get hpa` (upstream `formatHPAMetrics`): per
+/// resource metric `cpu: 97%/50%` or `memory: 12Mi/100Mi`, `<unknown>` without a
+/// current value, at most two metrics then `+ N more...`.
+fn hpa_targets(o: &Value) -> String {
+    let specs = o
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let current = o
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut parts = Vec::new();
+    for (idx, m) in specs.iter().enumerate() {
+        let key = match m["type"].as_str() {
+            Some("Resource") => "resource",
+            Some("ContainerResource") => "containerResource",
+            Some("Pods") => "pods",
+            Some("Object") => "object",
+            Some("External") => "external",
+            _ => continue,
+        };
+        let src = &m[key];
+        let target = &src["target"];
+        let cur = current.get(idx).map(|c| &c[key]["current"]);
+        let prefix = match key {
+            "resource" | "containerResource" => format!("{}: ", src["name"].as_str().unwrap_or_default()),
+            _ => String::new(),
+        };
+        let text = if let Some(t) = target["averageUtilization"].as_i64() {
+            let c = cur
+                .and_then(|c| c["averageUtilization"].as_i64())
+                .map(|u| format!("{u}%"))
+                .unwrap_or_else(|| "<unknown>".into());
+            format!("{prefix}{c}/{t}%")
+        } else {
+            let t = target["averageValue"]
+                .as_str()
+                .or(target["value"].as_str())
+                .unwrap_or_default();
+            let c = cur
+                .and_then(|c| c["averageValue"].as_str().or(c["value"].as_str()))
+                .unwrap_or("<unknown>");
+            format!("{prefix}{c}/{t}")
+        };
+        parts.push(text);
+    }
+    let more = parts.len().saturating_sub(2);
+    parts.truncate(2);
+    let mut out = parts.join(", ");
+    if more > 0 {
+        out.push_str(&format!(" + {more} more..."));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,6 +928,30 @@ mod tests {
         assert_eq!(human_duration(20 * 3600), "20h");
         assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
         assert_eq!(human_duration(30 * 86400), "30d");
+    }
+
+    #[test]
+    fn hpa_rows() {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let hpa = json!({"metadata": {"name": "web", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 3,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                                 {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}]},
+            "status": {"currentReplicas": 2, "currentMetrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 97, "averageValue": "97m"}}}]}});
+        let t = table("HorizontalPodAutoscaler", &[hpa], json!({}), "Metadata", now);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "web",
+                "Deployment/web",
+                "cpu: 97%/50%, memory: <unknown>/100Mi",
+                "1",
+                3,
+                2,
+                "60s"
+            ])
+        );
     }
 
     #[test]

@@ -24,8 +24,9 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_doc(name: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
-    json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
+    let gv = |v: &str| json!({"groupVersion": format!("{name}/{v}"), "version": v});
+    let versions: Vec<Value> = registry::versions_of(name).into_iter().map(gv).collect();
+    json!({"name": name, "versions": versions, "preferredVersion": gv(version)})
 }
 
 /// `/apis`.

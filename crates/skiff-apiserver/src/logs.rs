@@ -159,17 +159,23 @@ pub(crate) async fn kubelet_base(app: &App, pod: &Value, name: &str) -> Result<S
     }
     let nodes = registry::lookup("", "v1", "nodes").expect("nodes are served");
     let node = app.objects.get(nodes, None, node_name).await?;
+    node_kubelet_base(&node).ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))
+}
+
+/// `https://{address}:{port}` of a Node's kubelet API: its InternalIP (else its first
+/// address) and `status.daemonEndpoints.kubeletEndpoint.Port` (10250 when unset);
+/// `None` when the node reports no address.
+pub(crate) fn node_kubelet_base(node: &Value) -> Option<String> {
     let addr = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)
         .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP").or_else(|| a.first()))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| ApiError::internal(format!("node {node_name} has no address")))?
+        .and_then(|x| x["address"].as_str())?
         .to_string();
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_i64)
         .unwrap_or(10250);
     let host = if addr.contains(':') { format!("[{addr}]") } else { addr };
-    Ok(format!("https://{host}:{port}"))
+    Some(format!("https://{host}:{port}"))
 }

@@ -20,7 +20,9 @@ fn gv_path(group: &str, version: &str) -> String {
 pub fn index() -> Value {
     let mut paths = Map::new();
     let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-    gvs.extend(registry::groups());
+    for (g, _) in registry::groups() {
+        gvs.extend(registry::versions_of(g).into_iter().map(|v| (g, v)));
+    }
     for (g, v) in gvs {
         let p = gv_path(g, v);
         paths.insert(

@@ -51,7 +51,7 @@ fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> 
     })
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
@@ -462,7 +462,7 @@ pub fn json_body(headers: &HeaderMap, body: bytes::Bytes) -> Result<bytes::Bytes
     ))
 }
 
-fn content_type(headers: &HeaderMap) -> String {
+pub(crate) fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -481,7 +481,7 @@ fn rv_of(obj: &Value) -> Result<Option<i64>, ApiError> {
 }
 
 /// Applies a JSON patch, JSON merge patch or strategic merge patch.
-fn apply_patch(content_type: &str, cur: &Value, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn apply_patch(content_type: &str, cur: &Value, body: &[u8]) -> Result<Value, ApiError> {
     let p = parse_json(body)?;
     match content_type {
         "application/json-patch+json" => {

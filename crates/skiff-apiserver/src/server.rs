@@ -269,6 +269,12 @@ async fn route(app: &App, req: Request) -> Result<Response, ApiError> {
         let out = crate::authn_review::review(&app.objects, &app.tokens, &user, rr.res, obj).await?;
         return Ok(rest::json_response(StatusCode::CREATED, &out, &[]));
     }
+    if crate::autoscaling_v1::is_v1_hpa(rr.res) {
+        return crate::autoscaling_v1::serve(app, &user, &method, rr, q, &headers, body).await;
+    }
+    if rr.res.group == crate::metrics::GROUP {
+        return crate::metrics::serve(app, &method, &rr, &q).await;
+    }
     rest::handle(app, &user, &method, rr, q, &headers, body).await
 }
 

@@ -27,6 +27,8 @@
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 //! - [`persistentvolume`]: binding claims to volumes, reclaim, the protection
 //!   finalizers, and the local-path provisioner.
+//! - [`hpa`]: HorizontalPodAutoscalers: target replicas from resource metrics
+//!   (`metrics.k8s.io`), through the target's `scale` subresource.
 //! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
 //!   pods, disruptions allowed) for the Eviction API.
 //!
@@ -53,6 +55,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod hpa;
 pub mod job;
 /// Leader election over a `coordination.k8s.io/v1` Lease (client-go
 /// `leaderelection` semantics). It lives in the `skiff-leader` crate so that the
@@ -116,6 +119,9 @@ pub struct Options {
     /// (`--cluster-signing-cert-file`/`--cluster-signing-key-file`); `None` leaves
     /// [`csr_signer`] off, so approved requests stay unissued.
     pub cluster_signing: Option<csr_signer::ClusterSigning>,
+    /// How often every HorizontalPodAutoscaler is reconciled
+    /// (`--horizontal-pod-autoscaler-sync-period`); `None` is upstream's 15 s.
+    pub hpa_sync_period: Option<std::time::Duration>,
 }
 
 /// Campaigns for the Lease `kube-system/kube-controller-manager` with the
@@ -172,6 +178,7 @@ pub async fn run_elected_with_options(
 async fn run_controllers(client: kube::Client, shutdown: CancellationToken, options: Options) {
     tracing::info!("controller-manager started");
     let local_path = options.local_path.clone();
+    let hpa_sync_period = options.hpa_sync_period.unwrap_or(hpa::DEFAULT_SYNC_PERIOD);
     let root_ca = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         async move {
@@ -207,6 +214,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
         disruption::run(client.clone(), shutdown.clone()),
+        hpa::run(client.clone(), hpa_sync_period, shutdown.clone()),
         resourcequota::run(client.clone(), shutdown.clone()),
         persistentvolume::run(client.clone(), local_path, shutdown.clone()),
         endpoints::run(client, shutdown),

@@ -15,6 +15,7 @@ pub mod pods;
 pub mod probes;
 pub mod server;
 pub mod service_env;
+pub mod stats;
 pub mod status;
 pub mod streaming;
 pub mod token;
@@ -128,7 +129,13 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
         }
     };
     tracing::info!(%runtime, node = %config.node_name, %node_ip, "kubelet connected to the container runtime");
-    server::serve(config.clone(), cri.clone(), shutdown.clone()).await?;
+    let sampler = stats::Sampler::default();
+    tokio::spawn(
+        sampler
+            .clone()
+            .run(config.node_name.clone(), cri.clone(), shutdown.clone()),
+    );
+    server::serve(config.clone(), cri.clone(), sampler, shutdown.clone()).await?;
     let node_task = tokio::spawn(node::run(
         client.clone(),
         config.clone(),

@@ -1,7 +1,8 @@
 //! The kubelet's HTTPS API (port 10250): `/healthz`,
 //! `/containerLogs/{namespace}/{pod}/{container}` (what the apiserver proxies
 //! `pods/{name}/log` to) and the streaming endpoints `/exec`, `/attach` and
-//! `/portForward` ([`crate::streaming`]). Clients must present a certificate signed by the cluster CA.
+//! `/portForward` ([`crate::streaming`]), and the Summary API `/stats/summary`
+//! ([`crate::stats`]). Clients must present a certificate signed by the cluster CA.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::cri::Cri;
+use crate::stats::Sampler;
 use crate::streaming::{self, StreamError, StreamOptions};
 use crate::{Error, KubeletConfig, logs};
 
@@ -30,6 +32,7 @@ use crate::{Error, KubeletConfig, logs};
 struct Ctx {
     pods_dir: PathBuf,
     cri: Cri,
+    sampler: Sampler,
 }
 
 fn tls(cfg: &KubeletConfig) -> Result<rustls::ServerConfig, Error> {
@@ -197,9 +200,18 @@ async fn port_forward(
     streaming::proxy_upgrade(&url, req).await
 }
 
+/// `/stats/summary`: the sampler's latest [`crate::stats::Summary`] as JSON; 503
+/// before the first sample.
+async fn stats_summary(State(ctx): State<Ctx>) -> Response {
+    match ctx.sampler.latest() {
+        Some(s) => axum::Json(s).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no stats collected yet").into_response(),
+    }
+}
+
 /// Serves the kubelet API until `shutdown`; streaming requests go to the runtime
-/// behind `cri`.
-pub async fn serve(cfg: KubeletConfig, cri: Cri, shutdown: CancellationToken) -> Result<(), Error> {
+/// behind `cri`, `/stats/summary` reads `sampler`.
+pub async fn serve(cfg: KubeletConfig, cri: Cri, sampler: Sampler, shutdown: CancellationToken) -> Result<(), Error> {
     let tls = tls(&cfg)?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", cfg.port))
         .await
@@ -207,9 +219,11 @@ pub async fn serve(cfg: KubeletConfig, cri: Cri, shutdown: CancellationToken) ->
     let ctx = Ctx {
         pods_dir: cfg.root_dir.join("pods"),
         cri,
+        sampler,
     };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/stats/summary", get(stats_summary))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", any(exec))
         .route("/attach/{ns}/{pod}/{container}", any(attach))

@@ -105,6 +105,19 @@ pub struct ServerArgs {
     /// The node flags shared with `skiff agent`.
     #[command(flatten)]
     node: crate::node::NodeArgs,
+    /// How often the HorizontalPodAutoscaler controller reconciles every HPA, as
+    /// upstream's kube-controller-manager flag (a duration such as `15s` or `1m`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+}
+
+/// A positive duration in Go's notation (`15s`, `1m30s`, `500ms`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    std::time::Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("invalid duration {s:?}: must be positive"))
 }
 
 /// The scheduled-snapshot settings, validated (`None` with `--disable-snapshots`).
@@ -381,6 +394,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("storage")),
         }),
+        hpa_sync_period: Some(args.horizontal_pod_autoscaler_sync_period),
     };
     tasks.spawn(async move {
         skiff_controllers::run_with_options(controller_client, token, controller_options)
@@ -524,5 +538,14 @@ mod datastore_tests {
             }
             other => panic!("expected Unavailable, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn sync_period_takes_go_durations() {
+        assert_eq!(parse_duration("15s"), Ok(std::time::Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m30s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -232,6 +232,17 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(WRITE, &["coordination.k8s.io"], &["leases"]),
             ],
         ),
+        // What metrics-server's manifests add: reading resource metrics is part of
+        // view, edit and admin.
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            &[
+                (AGGREGATE_TO_VIEW, "true"),
+                (AGGREGATE_TO_EDIT, "true"),
+                (AGGREGATE_TO_ADMIN, "true"),
+            ],
+            vec![rule(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+        ),
         cluster_role(
             "system:aggregate-to-view",
             &[(AGGREGATE_TO_VIEW, "true")],

@@ -115,7 +115,7 @@ impl ControlPlane {
             local_path: Some(skiff_controllers::persistentvolume::LocalPath {
                 base: self.storage_dir(),
             }),
-            cluster_signing: None,
+            ..Default::default()
         };
         tokio::spawn(async move { skiff_controllers::run_with_options(c, token, options).await });
     }
