@@ -20,6 +20,7 @@ pub mod binder;
 pub mod cache;
 pub mod framework;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 
@@ -98,6 +99,7 @@ struct Scheduler {
     node_buffer: Vec<Arc<Node>>,
     next_start: usize,
     rng: rand::rngs::StdRng,
+    preemption: preemption::Preemption,
 }
 
 impl Scheduler {
@@ -112,6 +114,7 @@ impl Scheduler {
             node_buffer: Vec::new(),
             next_start: 0,
             rng: rand::rngs::StdRng::from_os_rng(),
+            preemption: preemption::Preemption::new(),
         }
     }
 
@@ -122,6 +125,7 @@ impl Scheduler {
     fn on_pod(&mut self, pod: Arc<Pod>, now: Instant) {
         let u = uid(&pod);
         let released = self.cache.observe_pod(&pod);
+        self.preemption.observe_pod(&pod, is_pending(&pod));
         if is_pending(&pod) {
             if !self.cache.is_assumed(&u) {
                 self.queue.add(pod, now);
@@ -144,6 +148,7 @@ impl Scheduler {
                 let pending: std::collections::HashSet<String> =
                     pods.iter().filter(|p| is_pending(p)).map(|p| uid(p)).collect();
                 self.queue.retain(|u| pending.contains(u));
+                self.preemption.retain_listed(&pods.iter().map(|p| uid(p)).collect());
                 for p in pods {
                     self.on_pod(p, now);
                 }
@@ -156,6 +161,7 @@ impl Scheduler {
             watcher::Event::Delete(p) => {
                 let u = uid(&p);
                 self.queue.remove(&u);
+                self.preemption.remove_pod(&u);
                 if self.cache.remove_pod(&u) {
                     self.queue.move_all(now);
                 }
@@ -194,8 +200,18 @@ impl Scheduler {
             let Some(pod) = self.queue.pop(now) else { return };
             let u = uid(&pod);
             let info = PodInfo::new(pod.clone());
-            match algorithm::schedule_pod(&self.profile, &self.cache, &info, &mut self.next_start, &mut self.rng) {
+            let nominator = &self.preemption.nominator;
+            let result = algorithm::schedule_pod_with(
+                &self.profile,
+                &self.cache,
+                nominator,
+                &info,
+                &mut self.next_start,
+                &mut self.rng,
+            );
+            match result {
                 Ok(node) => {
+                    self.preemption.nominator.remove(&u);
                     self.cache.assume(&pod, &node);
                     self.queue.done(&u);
                     let (binder, bound) = (binder.clone(), bound.clone());
@@ -206,10 +222,27 @@ impl Scheduler {
                 }
                 Err(fit) => {
                     self.queue.unschedulable(&u, now);
-                    let message = fit.to_string();
+                    let outcome = self
+                        .preemption
+                        .post_filter(&self.profile, &self.cache, &info, &fit, &mut self.rng);
+                    let message = outcome.message(&fit);
                     tracing::debug!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), %message, "unschedulable");
                     let binder = binder.clone();
-                    tokio::spawn(async move { binder.unschedulable(&pod, &message).await });
+                    let preempt = match outcome {
+                        preemption::Outcome::Preempt { candidate, clear } => {
+                            self.preemption.nominate(&pod, &candidate.node, &clear);
+                            Some((candidate, clear))
+                        }
+                        preemption::Outcome::Fail(_) => None,
+                    };
+                    tokio::spawn(async move {
+                        if let Some((c, clear)) = preempt {
+                            let client = binder.client().clone();
+                            preemption::prepare_candidate(&client, &binder, &pod, &c.node, &c.victims.pods, &clear)
+                                .await;
+                        }
+                        binder.unschedulable(&pod, &message).await
+                    });
                 }
             }
         }
@@ -276,11 +309,12 @@ async fn schedule(client: kube::Client, shutdown: CancellationToken) -> Result<(
     let mut pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+    let mut nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler::new(profile);
+    s.preemption = preemption::Preemption::new().with_pdbs(preemption::watch_pdbs(client.clone(), shutdown.clone()));
     tracing::info!("scheduler started");
     loop {
         if s.synced() {
