@@ -9,7 +9,8 @@
 //! ([`binder`]). A pod that fits nowhere gets a `FailedScheduling` event and a
 //! `PodScheduled=False` condition (reason `Unschedulable`) carrying the upstream
 //! message, e.g. `0/3 nodes are available: 1 node(s) had untolerated taint
-//! {dedicated: gpu}, 2 Insufficient cpu.`
+//! {dedicated: gpu}, 2 Insufficient cpu.`, followed by what [`preemption`] found
+//! (lower-priority pods are preempted to make room, as upstream DefaultPreemption).
 //!
 //! It schedules only while it holds the Lease `kube-system/kube-scheduler`
 //! (leader election from the `skiff-leader` crate, client-go semantics).
