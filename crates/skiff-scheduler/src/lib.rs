@@ -229,18 +229,27 @@ impl Scheduler {
                     let message = outcome.message(&fit);
                     tracing::debug!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), %message, "unschedulable");
                     let binder = binder.clone();
+                    let mut unnominate = false;
                     let preempt = match outcome {
                         preemption::Outcome::Preempt { candidate, clear } => {
                             self.preemption.nominate(&pod, &candidate.node, &clear);
                             Some((candidate, clear))
                         }
                         preemption::Outcome::Fail(_) => None,
+                        preemption::Outcome::NoCandidate(_) => {
+                            // Upstream withdraws the nomination of a pod preemption cannot help.
+                            self.preemption.nominator.remove(&u);
+                            unnominate = pod.status.as_ref().is_some_and(|s| s.nominated_node_name.is_some());
+                            None
+                        }
                     };
                     tokio::spawn(async move {
+                        let client = binder.client().clone();
                         if let Some((c, clear)) = preempt {
-                            let client = binder.client().clone();
                             preemption::prepare_candidate(&client, &binder, &pod, &c.node, &c.victims.pods, &clear)
                                 .await;
+                        } else if unnominate {
+                            preemption::set_nominated_node_name(&client, &pod, None).await;
                         }
                         binder.unschedulable(&pod, &message).await
                     });

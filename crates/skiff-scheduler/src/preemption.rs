@@ -393,8 +393,13 @@ pub enum Outcome {
         /// Nominated pods of lower priority on that node.
         clear: Vec<Arc<Pod>>,
     },
-    /// No preemption; the message (without the `preemption: ` prefix) says why.
+    /// The pod may not preempt now (`preemptionPolicy: Never`, or victims of its
+    /// earlier preemption still terminating); the message (without the
+    /// `preemption: ` prefix) says why. A nomination is kept.
     Fail(String),
+    /// No node where preemption helps; the message says why per node. A nomination
+    /// the pod had is withdrawn, as upstream.
+    NoCandidate(String),
 }
 
 impl Outcome {
@@ -405,7 +410,7 @@ impl Outcome {
     pub fn message(&self, fit: &FitError) -> String {
         match self {
             Outcome::Preempt { .. } => fit.to_string(),
-            Outcome::Fail(m) => format!("{fit} preemption: {m}."),
+            Outcome::Fail(m) | Outcome::NoCandidate(m) => format!("{fit} preemption: {m}."),
         }
     }
 }
@@ -564,7 +569,7 @@ impl Preemption {
             }
         }
         let Some(best) = pick_one_node(&candidates) else {
-            return Outcome::Fail(failure_message(total, &diagnosis));
+            return Outcome::NoCandidate(failure_message(total, &diagnosis));
         };
         let candidate = candidates.swap_remove(best);
         let p = priority(&pod.pod);
@@ -652,7 +657,9 @@ pub async fn prepare_candidate(
     set_nominated_node_name(client, pod, Some(node)).await;
 }
 
-async fn set_nominated_node_name(client: &kube::Client, pod: &Pod, node: Option<&str>) {
+/// Sets (or with `None` removes) a pod's `status.nominatedNodeName`; failures are
+/// logged.
+pub async fn set_nominated_node_name(client: &kube::Client, pod: &Pod, node: Option<&str>) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let patch = json!({"status": {"nominatedNodeName": node}});
@@ -890,7 +897,7 @@ mod tests {
                     assert_eq!(candidate.node, *node, "{}", c.name);
                     assert_eq!(names(&candidate.victims.pods), *victims, "{}", c.name);
                 }
-                (Err(want), Outcome::Fail(_)) => assert_eq!(message, *want, "{}", c.name),
+                (Err(want), Outcome::Fail(_) | Outcome::NoCandidate(_)) => assert_eq!(message, *want, "{}", c.name),
                 (want, got) => panic!("{}: want {want:?}, got {got:?}", c.name),
             }
         }
