@@ -30,7 +30,7 @@
 //! node when pods of lower or equal priority are filtered
 //! ([`run_filters_with_nominated`]), so the freed room is not taken by them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -47,6 +47,9 @@ use crate::binder::Binder;
 use crate::cache::Cache;
 use crate::framework::{Code, Diagnosis, NodeInfo, PodInfo, Profile, Status, failure_message};
 
+mod nominator;
+pub use nominator::{Nominator, run_filters_with_nominated};
+
 /// Reason of a node where no pod has lower priority than the preemptor.
 pub const ERR_NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 /// Reason of a node whose failure no preemption can fix.
@@ -62,7 +65,7 @@ pub const MIN_CANDIDATE_NODES_PERCENTAGE: usize = 10;
 /// Upstream `MinCandidateNodesAbsolute` default.
 pub const MIN_CANDIDATE_NODES_ABSOLUTE: usize = 100;
 
-fn uid(p: &Pod) -> String {
+pub(crate) fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
@@ -92,114 +95,12 @@ pub fn more_important(a: &Pod, b: &Pod) -> std::cmp::Ordering {
         .then_with(|| start_key(a).cmp(&start_key(b)))
 }
 
-fn nominated_node_name(p: &Pod) -> Option<&str> {
+pub(crate) fn nominated_node_name(p: &Pod) -> Option<&str> {
     p.status
         .as_ref()?
         .nominated_node_name
         .as_deref()
         .filter(|n| !n.is_empty())
-}
-
-/// Pods nominated to nodes (upstream `nominator`): pods waiting for victims to go,
-/// keyed by uid.
-#[derive(Debug, Default)]
-pub struct Nominator {
-    by_node: HashMap<String, BTreeMap<String, Arc<Pod>>>,
-    node_of: HashMap<String, String>,
-}
-
-impl Nominator {
-    /// No nominations.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Nominates `pod` to `node`, replacing an earlier nomination.
-    pub fn add(&mut self, pod: Arc<Pod>, node: &str) {
-        let u = uid(&pod);
-        self.remove(&u);
-        self.node_of.insert(u.clone(), node.to_string());
-        self.by_node.entry(node.to_string()).or_default().insert(u, pod);
-    }
-
-    /// Drops the nomination of a pod (bound, deleted, or nominated no more).
-    pub fn remove(&mut self, uid: &str) {
-        if let Some(node) = self.node_of.remove(uid)
-            && let Some(pods) = self.by_node.get_mut(&node)
-        {
-            pods.remove(uid);
-            if pods.is_empty() {
-                self.by_node.remove(&node);
-            }
-        }
-    }
-
-    /// The node `uid` is nominated to.
-    pub fn nominated_node(&self, uid: &str) -> Option<&str> {
-        self.node_of.get(uid).map(String::as_str)
-    }
-
-    /// Pods nominated to `node`.
-    pub fn pods_on(&self, node: &str) -> impl Iterator<Item = &Arc<Pod>> {
-        self.by_node.get(node).into_iter().flat_map(|m| m.values())
-    }
-
-    /// Records a pending pod from the watch: a `status.nominatedNodeName` nominates
-    /// it; a pod whose previous version had one and this one has none loses it; a
-    /// pod nominated here whose status does not say so yet keeps its nomination
-    /// (the status write may still be in flight), as upstream `updateNominatedPod`.
-    pub fn observe_pending(&mut self, pod: &Arc<Pod>) {
-        let u = uid(pod);
-        match nominated_node_name(pod) {
-            Some(node) => self.add(pod.clone(), node),
-            None => {
-                let Some(node) = self.node_of.get(&u).cloned() else {
-                    return;
-                };
-                let had = self
-                    .by_node
-                    .get(&node)
-                    .and_then(|m| m.get(&u))
-                    .is_some_and(|old| nominated_node_name(old).is_some());
-                if had {
-                    self.remove(&u);
-                } else {
-                    self.add(pod.clone(), &node);
-                }
-            }
-        }
-    }
-
-    /// `node` with the pods nominated to it that matter for `pod` (priority at least
-    /// `pod`'s, not `pod` itself) added, or `None` when there are none (upstream
-    /// `addGENominatedPods`).
-    pub fn node_with_nominated(&self, pod: &PodInfo, node: &NodeInfo) -> Option<NodeInfo> {
-        let me = uid(&pod.pod);
-        let p = priority(&pod.pod);
-        let mut added: Option<NodeInfo> = None;
-        for n in self.pods_on(node.name()) {
-            let u = uid(n);
-            if u == me || priority(n) < p || node.pods.contains_key(&u) {
-                continue;
-            }
-            added
-                .get_or_insert_with(|| node.clone())
-                .add_pod(&u, crate::framework::PodUsage::of(n));
-        }
-        added
-    }
-}
-
-/// Upstream `RunFilterPluginsWithNominatedPods`: the filters must pass with the
-/// nominated pods of equal or higher priority counted on the node, and without them.
-pub fn run_filters_with_nominated(profile: &Profile, nominator: &Nominator, pod: &PodInfo, node: &NodeInfo) -> Status {
-    if let Some(with) = nominator.node_with_nominated(pod, node) {
-        let s = profile.run_filters(pod, &with);
-        if !s.is_success() {
-            return s;
-        }
-    }
-    profile.run_filters(pod, node)
 }
 
 /// The pods chosen for eviction on one node, most important first.
@@ -467,8 +368,7 @@ impl Preemption {
         self.pods.retain(|u, _| listed.contains(u));
         let gone: Vec<String> = self
             .nominator
-            .node_of
-            .keys()
+            .nominated_uids()
             .filter(|u| !listed.contains(*u))
             .cloned()
             .collect();
@@ -698,258 +598,4 @@ pub fn watch_pdbs(client: kube::Client, shutdown: tokio_util::sync::Cancellation
 }
 
 #[cfg(test)]
-mod tests {
-    use rand::SeedableRng;
-    use serde_json::Value;
-
-    use super::*;
-    use crate::framework::PodUsage;
-    use crate::plugins::{default_plugins, registry};
-
-    fn profile() -> Profile {
-        Profile::new(&registry(), &default_plugins()).unwrap()
-    }
-
-    /// A pod in `default` requesting `cpu`, with `priority`; `extra` is merged into it.
-    fn pod(name: &str, cpu: &str, prio: i32, extra: Value) -> Arc<Pod> {
-        let mut v = json!({"metadata": {"name": name, "uid": name, "namespace": "default"},
-            "spec": {"priority": prio,
-                     "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}});
-        for (k, x) in extra.as_object().cloned().unwrap_or_default() {
-            match k.as_str() {
-                "labels" => v["metadata"]["labels"] = x,
-                "startTime" => v["status"] = json!({"startTime": x}),
-                "preemptionPolicy" => v["spec"]["preemptionPolicy"] = x,
-                _ => unreachable!("{k}"),
-            }
-        }
-        Arc::new(serde_json::from_value(v).unwrap())
-    }
-
-    struct World {
-        cache: Cache,
-        state: Preemption,
-    }
-
-    /// Nodes of `cpu` cores each with their bound pods.
-    fn world(nodes: &[(&str, &str, Vec<Arc<Pod>>)]) -> World {
-        let mut cache = Cache::new();
-        let mut state = Preemption::new();
-        for (name, cpu, pods) in nodes {
-            let n = crate::plugins::testing::node(name, cpu, "8Gi", json!({}));
-            cache.set_node(n.node.clone().unwrap());
-            for p in pods {
-                let mut bound = (**p).clone();
-                bound.spec.as_mut().unwrap().node_name = Some(name.to_string());
-                let bound = Arc::new(bound);
-                cache.observe_pod(&bound);
-                state.observe_pod(&bound, false);
-            }
-        }
-        World { cache, state }
-    }
-
-    fn names(pods: &[Arc<Pod>]) -> Vec<&str> {
-        pods.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect()
-    }
-
-    fn attempt(w: &World, preemptor: &Arc<Pod>) -> (Outcome, String) {
-        let info = PodInfo::new(preemptor.clone());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let fit =
-            crate::algorithm::schedule_pod_with(&profile(), &w.cache, &w.state.nominator, &info, &mut 0, &mut rng)
-                .expect_err("the preemptor fits nowhere");
-        let outcome = w.state.post_filter(&profile(), &w.cache, &info, &fit, &mut rng);
-        let message = outcome.message(&fit);
-        (outcome, message)
-    }
-
-    #[test]
-    fn victims_and_node_choice_follow_upstream() {
-        let none = json!({});
-        let t = |s: &str| json!({"startTime": s});
-        struct Case {
-            name: &'static str,
-            nodes: Vec<(&'static str, &'static str, Vec<Arc<Pod>>)>,
-            preemptor: Arc<Pod>,
-            pdbs: Vec<Value>,
-            /// Chosen node and its victims, or the failure message.
-            want: Result<(&'static str, Vec<&'static str>), &'static str>,
-        }
-        let cases = vec![
-            Case {
-                name: "only lower-priority pods are victims",
-                nodes: vec![(
-                    "n1",
-                    "2",
-                    vec![pod("low", "1", 10, none.clone()), pod("high", "1", 20, none.clone())],
-                )],
-                preemptor: pod("p", "1", 15, none.clone()),
-                pdbs: vec![],
-                want: Ok(("n1", vec!["low"])),
-            },
-            Case {
-                name: "equal priority is never preempted",
-                nodes: vec![("n1", "1", vec![pod("same", "1", 10, none.clone())])],
-                preemptor: pod("p", "1", 10, none.clone()),
-                pdbs: vec![],
-                want: Err(
-                    "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
-                           1 No preemption victims found for incoming pod..",
-                ),
-            },
-            Case {
-                name: "preemptionPolicy Never never preempts",
-                nodes: vec![("n1", "1", vec![pod("low", "1", 0, none.clone())])],
-                preemptor: pod("p", "1", 100, json!({"preemptionPolicy": "Never"})),
-                pdbs: vec![],
-                want: Err("0/1 nodes are available: 1 Insufficient cpu. \
-                           preemption: not eligible due to preemptionPolicy=Never.."),
-            },
-            Case {
-                name: "higher-priority pods are reprieved first, leaving the fewest victims",
-                nodes: vec![(
-                    "n1",
-                    "4",
-                    vec![
-                        pod("p1", "1", 1, none.clone()),
-                        pod("p2", "1", 2, none.clone()),
-                        pod("p3", "2", 3, none.clone()),
-                    ],
-                )],
-                preemptor: pod("p", "2", 10, none.clone()),
-                pdbs: vec![],
-                want: Ok(("n1", vec!["p2", "p1"])),
-            },
-            Case {
-                name: "the node whose victims a PDB protects is avoided",
-                nodes: vec![
-                    ("a", "1", vec![pod("guarded", "1", 1, json!({"labels": {"app": "db"}}))]),
-                    ("b", "1", vec![pod("free", "1", 5, json!({"labels": {"app": "web"}}))]),
-                ],
-                preemptor: pod("p", "1", 10, none.clone()),
-                pdbs: vec![json!({"metadata": {"name": "db", "namespace": "default"},
-                    "spec": {"selector": {"matchLabels": {"app": "db"}}}, "status": {"disruptionsAllowed": 0,
-                    "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}})],
-                want: Ok(("b", vec!["free"])),
-            },
-            Case {
-                name: "the lowest highest-victim priority wins",
-                nodes: vec![
-                    ("a", "1", vec![pod("five", "1", 5, none.clone())]),
-                    ("b", "1", vec![pod("three", "1", 3, none.clone())]),
-                ],
-                preemptor: pod("p", "1", 10, none.clone()),
-                pdbs: vec![],
-                want: Ok(("b", vec!["three"])),
-            },
-            Case {
-                name: "then the fewest victims (smallest priority sum)",
-                nodes: vec![
-                    (
-                        "a",
-                        "1",
-                        vec![pod("a1", "500m", 1, none.clone()), pod("a2", "500m", 1, none.clone())],
-                    ),
-                    ("b", "1", vec![pod("b1", "1", 1, none.clone())]),
-                ],
-                preemptor: pod("p", "1", 10, none.clone()),
-                pdbs: vec![],
-                want: Ok(("b", vec!["b1"])),
-            },
-            Case {
-                name: "then the victims that started last",
-                nodes: vec![
-                    ("a", "1", vec![pod("old", "1", 1, t("2026-01-01T00:00:00Z"))]),
-                    ("b", "1", vec![pod("new", "1", 1, t("2026-06-01T00:00:00Z"))]),
-                ],
-                preemptor: pod("p", "1", 10, none.clone()),
-                pdbs: vec![],
-                want: Ok(("b", vec!["new"])),
-            },
-            Case {
-                name: "nodes failing for unresolvable reasons are not helped",
-                nodes: vec![("n1", "1", vec![pod("low", "1", 0, none.clone())])],
-                preemptor: Arc::new({
-                    let mut p = (*pod("p", "1", 10, none.clone())).clone();
-                    p.spec.as_mut().unwrap().node_selector = Some([("disk".to_string(), "ssd".to_string())].into());
-                    p
-                }),
-                pdbs: vec![],
-                want: Err(
-                    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. \
-                           preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling..",
-                ),
-            },
-        ];
-        for c in cases {
-            let mut w = world(&c.nodes);
-            let (store, mut writer) = kube::runtime::reflector::store::<PodDisruptionBudget>();
-            for p in c.pdbs {
-                writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
-                    serde_json::from_value(p).unwrap(),
-                ));
-            }
-            w.state = std::mem::take(&mut w.state).with_pdbs(store);
-            let (outcome, message) = attempt(&w, &c.preemptor);
-            match (&c.want, outcome) {
-                (Ok((node, victims)), Outcome::Preempt { candidate, .. }) => {
-                    assert_eq!(candidate.node, *node, "{}", c.name);
-                    assert_eq!(names(&candidate.victims.pods), *victims, "{}", c.name);
-                }
-                (Err(want), Outcome::Fail(_) | Outcome::NoCandidate(_)) => assert_eq!(message, *want, "{}", c.name),
-                (want, got) => panic!("{}: want {want:?}, got {got:?}", c.name),
-            }
-        }
-    }
-
-    #[test]
-    fn pdb_violations_are_counted_in_budget_order() {
-        let guarded = |n: &str| pod(n, "1", 1, json!({"labels": {"app": "db"}}));
-        let pdb: PodDisruptionBudget =
-            serde_json::from_value(json!({"metadata": {"name": "db", "namespace": "default"},
-            "spec": {"selector": {"matchLabels": {"app": "db"}}},
-            "status": {"disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2}}))
-            .unwrap();
-        let (violating, fine) = split_by_pdb_violation(vec![guarded("x"), guarded("y")], &[Arc::new(pdb)]);
-        assert_eq!((names(&violating), names(&fine)), (vec!["y"], vec!["x"]));
-    }
-
-    #[test]
-    fn nominated_pods_hold_room_against_lower_and_equal_priority() {
-        let mut w = world(&[("n1", "2", vec![pod("busy", "1", 0, json!({}))])]);
-        let nominated = pod("nominated", "1", 10, json!({}));
-        w.state.nominate(&nominated, "n1", &[]);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let try_pod = |p: Arc<Pod>, rng: &mut rand::rngs::StdRng| {
-            crate::algorithm::schedule_pod_with(&profile(), &w.cache, &w.state.nominator, &PodInfo::new(p), &mut 0, rng)
-        };
-        assert!(try_pod(pod("lower", "1", 5, json!({})), &mut rng).is_err());
-        assert!(try_pod(pod("equal", "1", 10, json!({})), &mut rng).is_err());
-        assert_eq!(try_pod(pod("higher", "1", 20, json!({})), &mut rng).unwrap(), "n1");
-        // The nominated pod itself fits on its node.
-        assert_eq!(try_pod(nominated.clone(), &mut rng).unwrap(), "n1");
-        // A pod nominated to a node whose victims are still terminating waits.
-        let mut victim = (*pod("victim", "1", 0, json!({}))).clone();
-        victim.spec.as_mut().unwrap().node_name = Some("n1".into());
-        victim.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            jiff::Timestamp::now(),
-        ));
-        victim.status = Some(
-            serde_json::from_value(json!({"conditions": [{"type": "DisruptionTarget", "status": "True",
-            "reason": REASON_PREEMPTION}]}))
-            .unwrap(),
-        );
-        let victim = Arc::new(victim);
-        w.cache.observe_pod(&victim);
-        w.state.observe_pod(&victim, false);
-        let big = pod("big", "2", 10, json!({}));
-        w.state.nominate(&big, "n1", &[]);
-        let (_, message) = attempt(&w, &big);
-        assert!(
-            message.ends_with("preemption: not eligible due to a terminating pod on the nominated node.."),
-            "{message}"
-        );
-        let _ = PodUsage::default();
-    }
-}
+mod tests;
