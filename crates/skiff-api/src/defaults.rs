@@ -46,6 +46,11 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
         ("", "Service") => service(object),
         ("autoscaling", "HorizontalPodAutoscaler") => crate::autoscaling::apply_defaults(object),
         ("", "LimitRange") => crate::limit_range::apply_defaults(object),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            if let Some(pc) = obj(object) {
+                default_field(pc, "preemptionPolicy", json!("PreemptLowerPriority"));
+            }
+        }
         ("apps", "StatefulSet" | "DaemonSet") | ("", "ReplicationController") | ("batch", "Job") => {
             if let Some(spec) = object.get_mut("spec").and_then(obj) {
                 if kind == "StatefulSet" || kind == "ReplicationController" {

@@ -226,7 +226,95 @@ pub fn validate(group: &str, kind: &str, object: &Value) -> Vec<FieldError> {
             &mut errs,
         ),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => errs.extend(crate::crd::validate(object)),
+        ("scheduling.k8s.io", "PriorityClass") => priority_class(object, &mut errs),
         _ => {}
+    }
+    errs
+}
+
+/// Highest `value` of a PriorityClass users may create (upstream
+/// `HighestUserDefinablePriority`, one billion); larger values are for the system classes.
+pub const HIGHEST_USER_DEFINABLE_PRIORITY: i64 = 1_000_000_000;
+
+/// The PriorityClasses the apiserver creates at start (upstream
+/// `SystemPriorityClasses`): name, value, description. Names with the `system-` prefix
+/// are reserved for them.
+pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i32, &str)] = &[
+    (
+        "system-node-critical",
+        2_000_001_000,
+        "Used for system critical pods that must not be moved from their current node.",
+    ),
+    (
+        "system-cluster-critical",
+        2_000_000_000,
+        "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+    ),
+];
+
+fn forbidden(field: &str, detail: &str) -> FieldError {
+    FieldError {
+        reason: "FieldValueForbidden",
+        field: field.into(),
+        message: format!("Forbidden: {detail}"),
+    }
+}
+
+/// Upstream `ValidatePriorityClass`: `system-` names must be a known system class
+/// with its value and `globalDefault: false`; other classes may not exceed
+/// [`HIGHEST_USER_DEFINABLE_PRIORITY`]; `preemptionPolicy` is `Never` or
+/// `PreemptLowerPriority`.
+fn priority_class(object: &Value, errs: &mut Vec<FieldError>) {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let value = object.get("value").and_then(Value::as_i64).unwrap_or(0);
+    let global_default = object.get("globalDefault").and_then(Value::as_bool).unwrap_or(false);
+    if name.starts_with("system-") {
+        let problem = match SYSTEM_PRIORITY_CLASSES.iter().find(|(n, ..)| *n == name) {
+            None => Some(format!("{name} is not a known system priority class")),
+            Some((n, v, _)) if i64::from(*v) != value => Some(format!("value of {n} PriorityClass must be {v}")),
+            Some((n, ..)) if global_default => Some(format!("globalDefault of {n} PriorityClass must be false")),
+            Some(_) => None,
+        };
+        if let Some(p) = problem {
+            errs.push(forbidden(
+                "metadata.name",
+                &format!("priority class names with 'system-' prefix are reserved for system use only. error: {p}"),
+            ));
+        }
+    } else if value > HIGHEST_USER_DEFINABLE_PRIORITY {
+        errs.push(forbidden(
+            "value",
+            &format!("maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}"),
+        ));
+    }
+    if let Some(p) = object.get("preemptionPolicy").and_then(Value::as_str)
+        && p != "Never"
+        && p != "PreemptLowerPriority"
+    {
+        errs.push(FieldError {
+            reason: "FieldValueNotSupported",
+            field: "preemptionPolicy".into(),
+            message: format!("Unsupported value: \"{p}\": supported values: \"Never\", \"PreemptLowerPriority\""),
+        });
+    }
+}
+
+/// Validates an update of an object already stored (rules beyond [`validate`] that
+/// compare with the old object): a PriorityClass's `value` and `preemptionPolicy`
+/// are immutable, as upstream `ValidatePriorityClassUpdate`.
+pub fn validate_update(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if (group, kind) == ("scheduling.k8s.io", "PriorityClass") {
+        if old.get("value") != new.get("value") {
+            errs.push(forbidden("value", "may not be changed in an update."));
+        }
+        if old.get("preemptionPolicy") != new.get("preemptionPolicy") {
+            let v = new.get("preemptionPolicy").and_then(Value::as_str).unwrap_or_default();
+            errs.push(FieldError::invalid("preemptionPolicy", v, "field is immutable"));
+        }
     }
     errs
 }
@@ -317,6 +405,37 @@ fn pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn priority_classes_keep_system_names_and_values_reserved() {
+        let pc = |name: &str, value: i64| json!({"metadata": {"name": name}, "value": value});
+        assert!(validate("scheduling.k8s.io", "PriorityClass", &pc("high", 1_000_000_000)).is_empty());
+        assert_eq!(
+            validate("scheduling.k8s.io", "PriorityClass", &pc("high", 1_000_000_001))[0].render(),
+            "value: Forbidden: maximum allowed value of a user defined priority is 1000000000"
+        );
+        assert!(
+            validate(
+                "scheduling.k8s.io",
+                "PriorityClass",
+                &pc("system-node-critical", 2_000_001_000)
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            validate("scheduling.k8s.io", "PriorityClass", &pc("system-mine", 5))[0].render(),
+            "metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. \
+             error: system-mine is not a known system priority class"
+        );
+        let mut bad = pc("p", 1);
+        bad["preemptionPolicy"] = json!("Sometimes");
+        assert_eq!(
+            validate("scheduling.k8s.io", "PriorityClass", &bad)[0].render(),
+            "preemptionPolicy: Unsupported value: \"Sometimes\": supported values: \"Never\", \"PreemptLowerPriority\""
+        );
+        let errs = validate_update("scheduling.k8s.io", "PriorityClass", &pc("p", 1), &pc("p", 2));
+        assert_eq!(errs[0].render(), "value: Forbidden: may not be changed in an update.");
+    }
 
     #[test]
     fn unknown_fields_are_reported_with_paths() {

@@ -30,6 +30,7 @@ pub mod openapi_schema;
 pub mod openapi_v2;
 pub mod openapi_v2_proto;
 pub mod pki;
+pub mod priority;
 pub mod proto;
 pub mod request;
 pub mod resource_quota;
@@ -151,6 +152,9 @@ pub async fn run(
     kubernetes_service::reconcile(&objects, &config.advertise)
         .await
         .map_err(|e| Error::Bootstrap(e.message))?;
+    priority::ensure_system_classes(&objects)
+        .await
+        .map_err(|e| Error::Bootstrap(format!("system PriorityClasses: {}", e.message)))?;
     let crd_revision = crds::load(&objects).await.map_err(|e| Error::Bootstrap(e.message))?;
     tokio::spawn(crds::run(objects.clone(), crd_revision, shutdown.clone()));
     cluster_info::ensure(

@@ -390,6 +390,7 @@ impl Objects {
                 self.check_namespace(ns).await?;
                 crate::limit_ranger::default_pod(self, ns, &mut obj).await?;
                 crate::serviceaccount_admission::admit(self, ns, &mut obj).await?;
+                crate::priority::admit_pod(self, &mut obj).await?;
                 defaults::default_tolerations(&mut obj);
                 defaults::service_account(&mut obj);
                 let qos = qos_class(&obj);
@@ -398,6 +399,7 @@ impl Objects {
             ("apps", "Deployment" | "ReplicaSet") => {
                 obj["status"] = json!({});
             }
+            ("scheduling.k8s.io", "PriorityClass") => crate::priority::validate_class(self, &obj, None).await?,
             ("", "PersistentVolumeClaim" | "PersistentVolume") | ("storage.k8s.io", "StorageClass") => {
                 crate::storage_admission::admit(self, res.kind, &mut obj).await?;
             }
@@ -476,6 +478,9 @@ impl Objects {
             // GuaranteedUpdate rewrites those, which is how rotations re-encrypt.
             if !admitted {
                 crate::resource_quota::admit_update(self, res, ns, &current, &next, dry_run).await?;
+                if res.kind == "PriorityClass" {
+                    crate::priority::validate_class(self, &next, Some(&current)).await?;
+                }
                 admitted = true;
             }
             if (next == current && !self.store.is_stale(&key, kv.mod_revision)) || dry_run {
@@ -594,6 +599,10 @@ impl Objects {
             meta(&mut next).insert("generation".into(), json!(g + 1));
         }
         Self::check_valid(res, &next)?;
+        let errs = validation::validate_update(res.group, res.kind, old, &next);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(res, name, &errs));
+        }
         Ok((next, warnings))
     }
 

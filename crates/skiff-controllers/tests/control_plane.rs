@@ -198,7 +198,10 @@ async fn unschedulable_pod_reports_why_and_lands_when_a_node_fits() {
     assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
     assert_eq!(
         cond.message.as_deref(),
-        Some("0/1 nodes are available: 1 Insufficient cpu.")
+        Some(
+            "0/1 nodes are available: 1 Insufficient cpu. \
+             preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+        )
     );
     eventually("FailedScheduling event", WAIT, || async {
         Api::<Event>::namespaced(cp.client.clone(), "default")
@@ -357,7 +360,9 @@ async fn node_selectors_and_taints_steer_pods() {
     assert_eq!(
         cond.message.as_deref(),
         Some(
-            "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: db}."
+            "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+             1 node(s) had untolerated taint {dedicated: db}. \
+             preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
         )
     );
 }

@@ -200,7 +200,10 @@ async fn unbound_immediate_claims_keep_pods_pending() {
         let c = p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")?;
         (c.status == "False"
             && c.message.as_deref()
-                == Some("0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."))
+                == Some(
+                    "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims. \
+                     preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling..",
+                ))
         .then_some(())
     })
     .await;

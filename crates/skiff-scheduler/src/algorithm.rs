@@ -7,6 +7,7 @@ use rand::Rng;
 
 use crate::cache::Cache;
 use crate::framework::{Diagnosis, NodeInfo, PodInfo, Profile, Snapshot, failure_message, num_feasible_nodes_to_find};
+use crate::preemption::{Nominator, run_filters_with_nominated};
 
 /// Why no node was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,25 @@ pub fn schedule_pod(
     next_start: &mut usize,
     rng: &mut impl Rng,
 ) -> Result<String, FitError> {
+    schedule_pod_with(profile, cache, &Nominator::new(), pod, next_start, rng)
+}
+
+/// [`schedule_pod`] with nominated pods: a pod nominated to a node (after it
+/// preempted there) tries that node first, and pods nominated to a node count there
+/// for pods of lower or equal priority (upstream `evaluateNominatedNode` and
+/// `RunFilterPluginsWithNominatedPods`).
+pub fn schedule_pod_with(
+    profile: &Profile,
+    cache: &Cache,
+    nominator: &Nominator,
+    pod: &PodInfo,
+    next_start: &mut usize,
+    rng: &mut impl Rng,
+) -> Result<String, FitError> {
+    let me = pod.pod.metadata.uid.as_deref().unwrap_or_default();
+    let nominated = nominator
+        .nominated_node(me)
+        .or_else(|| pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()));
     let nodes: Vec<&NodeInfo> = cache.nodes().collect();
     let total = nodes.len();
     let mut diagnosis = Diagnosis::default();
@@ -81,6 +101,11 @@ pub fn schedule_pod(
             });
         }
     };
+    if let Some(node) = nominated.and_then(|n| cache.node(n))
+        && run_filters_with_nominated(profile, &state, nominator, pod, node).is_success()
+    {
+        return Ok(node.name().to_string());
+    }
     let want = num_feasible_nodes_to_find(total, profile.percentage_of_nodes_to_score);
     let start = *next_start % total;
     let mut feasible: Vec<&NodeInfo> = Vec::new();
@@ -88,7 +113,7 @@ pub fn schedule_pod(
     for i in 0..total {
         let node = nodes[(start + i) % total];
         examined += 1;
-        let status = profile.run_filters(&state, pod, node);
+        let status = run_filters_with_nominated(profile, &state, nominator, pod, node);
         if status.is_success() {
             feasible.push(node);
             if feasible.len() >= want {

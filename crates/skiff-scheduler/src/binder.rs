@@ -49,6 +49,11 @@ impl Binder {
         }
     }
 
+    /// The client the writes go through.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
     /// Runs the VolumeBinding PreBind step before each binding.
     pub fn with_volumes(mut self, volumes: std::sync::Arc<crate::plugins::volume_binding::Volumes>) -> Self {
         self.volumes = Some(volumes);

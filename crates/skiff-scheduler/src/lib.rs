@@ -9,7 +9,8 @@
 //! ([`binder`]). A pod that fits nowhere gets a `FailedScheduling` event and a
 //! `PodScheduled=False` condition (reason `Unschedulable`) carrying the upstream
 //! message, e.g. `0/3 nodes are available: 1 node(s) had untolerated taint
-//! {dedicated: gpu}, 2 Insufficient cpu.`
+//! {dedicated: gpu}, 2 Insufficient cpu.`, followed by what [`preemption`] found
+//! (lower-priority pods are preempted to make room, as upstream DefaultPreemption).
 //!
 //! It schedules only while it holds the Lease `kube-system/kube-scheduler`
 //! (leader election from the `skiff-leader` crate, client-go semantics).
@@ -24,6 +25,7 @@ pub mod framework;
 pub mod metrics;
 pub mod plugins;
 pub mod pod_index;
+pub mod preemption;
 pub mod queue;
 pub mod resources;
 
@@ -122,6 +124,7 @@ struct Scheduler {
     namespace_buffer: Vec<Namespace>,
     next_start: usize,
     rng: rand::rngs::StdRng,
+    preemption: preemption::Preemption,
 }
 
 impl Scheduler {
@@ -138,6 +141,7 @@ impl Scheduler {
             namespace_buffer: Vec::new(),
             next_start: 0,
             rng: rand::rngs::StdRng::from_os_rng(),
+            preemption: preemption::Preemption::new(),
         }
     }
 
@@ -194,6 +198,7 @@ impl Scheduler {
         let u = uid(&pod);
         let newly_bound = cache::bound_node(&pod).is_some() && !cache::is_terminal(&pod) && !self.cache.is_placed(&u);
         let released = self.cache.observe_pod(&pod);
+        self.preemption.observe_pod(&pod, self.is_pending(&pod));
         if newly_bound {
             self.on_pod_placed(&pod, now);
         }
@@ -219,6 +224,7 @@ impl Scheduler {
                 let pending: std::collections::HashSet<String> =
                     pods.iter().filter(|p| self.is_pending(p)).map(|p| uid(p)).collect();
                 self.queue.retain(|u| pending.contains(u));
+                self.preemption.retain_listed(&pods.iter().map(|p| uid(p)).collect());
                 for p in pods {
                     self.on_pod(p, now);
                 }
@@ -231,6 +237,7 @@ impl Scheduler {
             watcher::Event::Delete(p) => {
                 let u = uid(&p);
                 self.queue.remove(&u);
+                self.preemption.remove_pod(&u);
                 if self.cache.remove_pod(&u) {
                     self.queue.move_all(now);
                 }
@@ -275,14 +282,22 @@ impl Scheduler {
                 continue;
             };
             let started = std::time::Instant::now();
-            let outcome = algorithm::schedule_pod(profile, &self.cache, &info, &mut self.next_start, &mut self.rng);
-            let result = match outcome {
+            let result = algorithm::schedule_pod_with(
+                profile,
+                &self.cache,
+                &self.preemption.nominator,
+                &info,
+                &mut self.next_start,
+                &mut self.rng,
+            );
+            let attempt = match result {
                 Ok(_) => metrics::AttemptResult::Scheduled,
                 Err(_) => metrics::AttemptResult::Unschedulable,
             };
-            metrics::observe_attempt(profile_name, result, started.elapsed());
-            match outcome {
+            metrics::observe_attempt(profile_name, attempt, started.elapsed());
+            match result {
                 Ok(node) => {
+                    self.preemption.nominator.remove(&u);
                     self.cache.assume(&pod, &node);
                     self.queue.done(&u);
                     self.on_pod_placed(&pod, now);
@@ -294,10 +309,40 @@ impl Scheduler {
                 }
                 Err(fit) => {
                     self.queue.unschedulable(&u, now);
-                    let message = fit.to_string();
+                    let outcome = self.preemption.post_filter(
+                        &self.profiles[scheduler_name(&pod)],
+                        &self.cache,
+                        &info,
+                        &fit,
+                        &mut self.rng,
+                    );
+                    let message = outcome.message(&fit);
                     tracing::debug!(pod = %pod.metadata.name.as_deref().unwrap_or_default(), %message, "unschedulable");
                     let binder = binder.clone();
-                    tokio::spawn(async move { binder.unschedulable(&pod, &message).await });
+                    let mut unnominate = false;
+                    let preempt = match outcome {
+                        preemption::Outcome::Preempt { candidate, clear } => {
+                            self.preemption.nominate(&pod, &candidate.node, &clear);
+                            Some((candidate, clear))
+                        }
+                        preemption::Outcome::Fail(_) => None,
+                        preemption::Outcome::NoCandidate(_) => {
+                            // Upstream withdraws the nomination of a pod preemption cannot help.
+                            self.preemption.nominator.remove(&u);
+                            unnominate = pod.status.as_ref().is_some_and(|s| s.nominated_node_name.is_some());
+                            None
+                        }
+                    };
+                    tokio::spawn(async move {
+                        let client = binder.client().clone();
+                        if let Some((c, clear)) = preempt {
+                            preemption::prepare_candidate(&client, &binder, &pod, &c.node, &c.victims.pods, &clear)
+                                .await;
+                        } else if unnominate {
+                            preemption::set_nominated_node_name(&client, &pod, None).await;
+                        }
+                        binder.unschedulable(&pod, &message).await
+                    });
                 }
             }
         }
@@ -385,11 +430,12 @@ async fn schedule(client: kube::Client, config: SchedulerConfig, shutdown: Cance
     let mut nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut namespaces = watcher(Api::<Namespace>::all(client), watcher::Config::default())
+    let mut namespaces = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .boxed();
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler::new(profiles);
+    s.preemption = preemption::Preemption::new().with_pdbs(preemption::watch_pdbs(client.clone(), shutdown.clone()));
     tracing::info!("scheduler started");
     loop {
         if s.synced() {
