@@ -27,6 +27,8 @@
 //! - [`resourcequota`]: ResourceQuota `status.hard` and `status.used`.
 //! - [`persistentvolume`]: binding claims to volumes, reclaim, the protection
 //!   finalizers, and the local-path provisioner.
+//! - [`node_ipam`]: a `spec.podCIDR` for every Node from the cluster CIDR.
+//! - [`service_lb`]: LoadBalancer Service addresses from a pool.
 //! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
 //!   pods, disruptions allowed) for the Eviction API.
 //!
@@ -56,6 +58,7 @@ pub mod job;
 /// scheduler uses the same code without depending on the controller manager.
 pub use skiff_leader as leader_election;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod persistentvolume;
 pub mod pod_cache;
@@ -66,6 +69,7 @@ pub mod revision;
 pub mod rollout;
 pub mod root_ca_publisher;
 pub mod scheduling;
+pub mod service_lb;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -109,6 +113,11 @@ pub struct Options {
     /// The local-path provisioner's settings (`--default-local-storage-path`);
     /// with them the default StorageClass `local-path` is created if absent.
     pub local_path: Option<persistentvolume::LocalPath>,
+    /// Node CIDR allocation (`--allocate-node-cidrs` with `--cluster-cidr` and
+    /// `--node-cidr-mask-size`); `None` leaves [`node_ipam`] off.
+    pub node_ipam: Option<node_ipam::NodeIpamConfig>,
+    /// The LoadBalancer address pool; `None` leaves [`service_lb`] off.
+    pub service_lb_pool: Option<service_lb::LbPool>,
 }
 
 /// Campaigns for the Lease `kube-system/kube-controller-manager` with the
@@ -165,6 +174,24 @@ pub async fn run_elected_with_options(
 async fn run_controllers(client: kube::Client, shutdown: CancellationToken, options: Options) {
     tracing::info!("controller-manager started");
     let local_path = options.local_path.clone();
+    let ipam = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let config = options.node_ipam.clone();
+        async move {
+            if let Some(config) = config {
+                node_ipam::run(client, config, shutdown).await;
+            }
+        }
+    };
+    let service_lb = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let pool = options.service_lb_pool.clone();
+        async move {
+            if let Some(pool) = pool {
+                service_lb::run(client, pool, shutdown).await;
+            }
+        }
+    };
     let root_ca = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         async move {
@@ -187,6 +214,8 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         taint_eviction::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
+        ipam,
+        service_lb,
         disruption::run(client.clone(), shutdown.clone()),
         resourcequota::run(client.clone(), shutdown.clone()),
         persistentvolume::run(client.clone(), local_path, shutdown.clone()),
