@@ -10,9 +10,11 @@ pub mod containerd;
 pub mod cri;
 pub mod logs;
 pub mod node;
+pub mod pod_network;
 pub mod pod_spec;
 pub mod pods;
 pub mod probes;
+pub mod routes;
 pub mod server;
 pub mod service_env;
 pub mod status;
@@ -54,8 +56,11 @@ pub struct KubeletConfig {
     pub root_dir: PathBuf,
     /// CRI endpoint (`--container-runtime-endpoint`); `None` starts a supervised containerd.
     pub container_runtime_endpoint: Option<String>,
-    /// The node's pod CIDR (`--pod-cidr`), e.g. `10.42.0.0/24`.
-    pub pod_cidr: String,
+    /// The node's pod CIDR (`--pod-cidr`), e.g. `10.42.0.0/24`; `None` (the normal
+    /// case) waits for the Node's `spec.podCIDR` from the node IPAM controller.
+    pub pod_cidr: Option<String>,
+    /// The pod network set up on the node ([`pod_network`]).
+    pub pod_network: pod_network::PodNetwork,
     /// Cluster DNS servers (`--cluster-dns`).
     pub cluster_dns: Vec<IpAddr>,
     /// Cluster domain (`--cluster-domain`).
@@ -92,7 +97,11 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
         .or_else(detect_node_ip)
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let cni_dir = config.root_dir.join("cni");
-    cni::write(&cni_dir, &config.pod_cidr)?;
+    if config.pod_network != pod_network::PodNetwork::None {
+        // A conflist of an earlier run may name another podCIDR (a re-created cluster):
+        // no sandbox is created until the Node's podCIDR is known again.
+        cni::remove(&cni_dir)?;
+    }
     let endpoint = match &config.container_runtime_endpoint {
         Some(e) => e.clone(),
         None => {
@@ -136,7 +145,20 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
         cri.clone(),
         shutdown.clone(),
     ));
+    let network_task = tokio::spawn(pod_network::run(
+        client.clone(),
+        config.node_name.clone(),
+        config.pod_cidr.clone(),
+        config.pod_network,
+        cni_dir,
+        shutdown.clone(),
+    ));
     let pods = pods::run(client, config, node_ip, cri, shutdown.clone()).await;
     let _ = node_task.await;
+    match network_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "pod network setup failed"),
+        Err(e) => tracing::error!(error = %e, "pod network task panicked"),
+        Ok(Ok(())) => {}
+    }
     pods
 }

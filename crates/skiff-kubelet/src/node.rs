@@ -91,10 +91,15 @@ pub fn node_object(cfg: &KubeletConfig, node_ip: IpAddr) -> Node {
         labels.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
     }
     let _ = node_ip;
+    // Without `--pod-cidr` the node IPAM controller assigns one.
+    let spec = match &cfg.pod_cidr {
+        Some(cidr) => json!({"podCIDR": cidr, "podCIDRs": [cidr]}),
+        None => json!({}),
+    };
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": labels},
-        "spec": {"podCIDR": cfg.pod_cidr, "podCIDRs": [cfg.pod_cidr]},
+        "spec": spec,
     }))
     .expect("valid node")
 }

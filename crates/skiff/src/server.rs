@@ -73,9 +73,28 @@ pub struct ServerArgs {
     /// CRI endpoint (unix socket path); by default a supervised containerd is started.
     #[arg(long)]
     container_runtime_endpoint: Option<String>,
-    /// Pod network CIDR; each node gets a /24 from it.
+    /// Pod network CIDR (IPv4); the node IPAM controller gives each Node a
+    /// `spec.podCIDR` of --node-cidr-mask-size from it.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    /// Prefix length of each Node's podCIDR inside --cluster-cidr (upstream
+    /// kube-controller-manager flag); at most 16 bits longer than the cluster CIDR's.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Pod network between nodes (k3s's flag): `host-gw` writes the bridge CNI
+    /// configuration for the Node's podCIDR and routes every other Node's podCIDR via
+    /// its InternalIP (nodes must share a layer-2 network); `none` sets up nothing, for
+    /// another CNI plugin.
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "none"])]
+    flannel_backend: String,
+    /// Addresses for LoadBalancer Services, as comma-separated IPv4 CIDRs (e.g.
+    /// `172.31.255.0/28,10.0.0.0/30`); each Service of type LoadBalancer without a
+    /// loadBalancerClass gets one in status.loadBalancer.ingress.
+    #[arg(long, default_value = skiff_controllers::service_lb::DEFAULT_POOL)]
+    service_lb_pool: String,
+    /// Do not allocate LoadBalancer addresses (leave them to an external implementation).
+    #[arg(long)]
+    disable_service_lb: bool,
     /// Service ClusterIP range (IPv4 CIDR); its first address is the
     /// `default/kubernetes` Service.
     #[arg(long, default_value = "10.43.0.0/16")]
@@ -223,14 +242,20 @@ fn node_name_from(raw: &str) -> String {
     }
 }
 
-/// The first /24 of the cluster CIDR: the single node's podCIDR.
-fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
-    let (addr, _) = cluster_cidr
-        .split_once('/')
-        .context("--cluster-cidr must be CIDR notation")?;
-    let ip: Ipv4Addr = addr.parse().context("--cluster-cidr must be an IPv4 CIDR")?;
-    let o = ip.octets();
-    Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+/// The node IPAM settings from `--cluster-cidr` and `--node-cidr-mask-size`.
+fn node_ipam(args: &ServerArgs) -> anyhow::Result<skiff_controllers::node_ipam::NodeIpamConfig> {
+    skiff_controllers::node_ipam::NodeIpamConfig::parse(&args.cluster_cidr, args.node_cidr_mask_size)
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The LoadBalancer pool of `--service-lb-pool` (`None` with `--disable-service-lb`).
+fn service_lb_pool(args: &ServerArgs) -> anyhow::Result<Option<skiff_controllers::service_lb::LbPool>> {
+    if args.disable_service_lb {
+        return Ok(None);
+    }
+    Ok(Some(skiff_controllers::service_lb::LbPool::parse(
+        &args.service_lb_pool,
+    )?))
 }
 
 /// A client from a kubeconfig file.
@@ -379,6 +404,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = args.https_listen_port;
     let snapshots = snapshot_schedule(&args, &node_name)?;
+    let node_ipam = node_ipam(&args)?;
+    let service_lb_pool = service_lb_pool(&args)?;
 
     // Store, and on etcd the signers shared by every server.
     let store = open_store(&args, data_dir).await?;
@@ -487,6 +514,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("storage")),
         }),
+        node_ipam: Some(node_ipam),
+        service_lb_pool,
     };
     tasks.spawn(async move {
         skiff_controllers::run_with_options(controller_client, token, controller_options)
@@ -519,7 +548,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             node_name: node_name.clone(),
             root_dir: data_dir.join("agent"),
             container_runtime_endpoint: args.container_runtime_endpoint.clone(),
-            pod_cidr: first_pod_cidr(&args.cluster_cidr)?,
+            pod_cidr: None,
+            pod_network: match args.flannel_backend.as_str() {
+                "none" => skiff_kubelet::pod_network::PodNetwork::None,
+                _ => skiff_kubelet::pod_network::PodNetwork::HostGw,
+            },
             cluster_dns: vec![args.cluster_dns],
             cluster_domain: args.cluster_domain.clone(),
             node_ip: Some(node_ip),
@@ -617,6 +650,30 @@ mod tests {
         assert_eq!(node_name_from("My_Host\n"), "my-host");
         assert_eq!(node_name_from("web-1.example.com"), "web-1.example.com");
         assert_eq!(node_name_from("__"), "skiff-node");
-        assert_eq!(first_pod_cidr("10.42.0.0/16").unwrap(), "10.42.0.0/24");
+    }
+
+    #[test]
+    fn network_flags_are_validated() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ServerArgs,
+        }
+        let parse = |flags: &[&str]| Cli::try_parse_from(std::iter::once("server").chain(flags.iter().copied()));
+        let cli = parse(&[]).unwrap();
+        let ipam = node_ipam(&cli.args).unwrap();
+        assert_eq!(
+            (ipam.cluster_cidr.to_string(), ipam.node_cidr_mask_size),
+            ("10.42.0.0/16".into(), 24)
+        );
+        assert_eq!(service_lb_pool(&cli.args).unwrap().unwrap().size(), 254);
+        let cli = parse(&["--cluster-cidr", "10.42.0.0/16", "--node-cidr-mask-size", "8"]).unwrap();
+        assert!(format!("{:#}", node_ipam(&cli.args).unwrap_err()).contains("--node-cidr-mask-size"));
+        let cli = parse(&["--service-lb-pool", "172.31.255.0/28,nope"]).unwrap();
+        assert!(format!("{:#}", service_lb_pool(&cli.args).unwrap_err()).contains("--service-lb-pool"));
+        let cli = parse(&["--service-lb-pool", "nope", "--disable-service-lb"]).unwrap();
+        assert!(service_lb_pool(&cli.args).unwrap().is_none());
+        assert!(parse(&["--flannel-backend", "vxlan"]).is_err());
     }
 }
