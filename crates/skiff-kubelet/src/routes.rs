@@ -187,19 +187,31 @@ impl Syncer {
             .iter()
             .filter_map(|n| Some((internal_ip(n)?, n.metadata.name.clone()?)))
             .collect();
+        let mut unreachable = Vec::new();
         want.retain(|cidr, gw| {
             if connected.reaches(*gw) {
                 return true;
             }
             let node = names.get(gw).cloned().unwrap_or_default();
             if self.warned.insert((node.clone(), *gw)) {
-                tracing::warn!(
-                    %node, internal_ip = %gw, pod_cidr = %cidr,
-                    "no host-gw route: the node's InternalIP is not on a directly connected network"
-                );
+                unreachable.push(format!("{node} ({cidr} via {gw})"));
             }
             false
         });
+        // One line per pass, however many nodes (hollow nodes come by the thousand).
+        if !unreachable.is_empty() {
+            let shown = unreachable.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            let more = unreachable.len().saturating_sub(5);
+            tracing::warn!(
+                nodes = unreachable.len(),
+                "no host-gw route to nodes whose InternalIP is not on a directly connected network: {shown}{}",
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
         let have = owned()?;
         for (dst, gw) in &want {
             if have.get(dst) != Some(&Some(*gw)) {
