@@ -138,19 +138,21 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
     };
     tracing::info!(%runtime, node = %config.node_name, %node_ip, "kubelet connected to the container runtime");
     server::serve(config.clone(), cri.clone(), shutdown.clone()).await?;
+    let network_ready = std::sync::Arc::new(tokio::sync::Notify::new());
     let node_task = tokio::spawn(node::run(
         client.clone(),
         config.clone(),
         node_ip,
         cri.clone(),
+        network_ready.clone(),
         shutdown.clone(),
     ));
     let network_task = tokio::spawn(pod_network::run(
         client.clone(),
-        config.node_name.clone(),
-        config.pod_cidr.clone(),
-        config.pod_network,
+        config.clone(),
         cni_dir,
+        cri.clone(),
+        network_ready,
         shutdown.clone(),
     ));
     let pods = pods::run(client, config, node_ip, cri, shutdown.clone()).await;

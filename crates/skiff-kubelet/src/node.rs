@@ -177,12 +177,14 @@ fn disk_kib(path: &std::path::Path) -> u64 {
 }
 
 /// Registers the node (create, or adopt an existing one) and keeps its status and
-/// lease fresh until `shutdown`.
+/// lease fresh until `shutdown`; a notification on `network_ready` triggers an
+/// immediate status update.
 pub async fn run(
     client: kube::Client,
     cfg: KubeletConfig,
     node_ip: IpAddr,
     cri: Cri,
+    network_ready: std::sync::Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -224,6 +226,8 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            // The pod network just became ready: report it now.
+            _ = network_ready.notified() => {}
         }
     }
 }

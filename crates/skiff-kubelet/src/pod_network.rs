@@ -64,21 +64,24 @@ pub async fn wait_for_pod_cidr(client: kube::Client, node_name: &str, shutdown: 
     }
 }
 
-/// Sets up the pod network of `node_name` as `network` says and keeps its routes until
-/// `shutdown`. `pod_cidr` is the kubelet's own `--pod-cidr`; without it the Node's
-/// `spec.podCIDR` is awaited. Errors: writing the CNI configuration.
+/// Sets up the pod network of the node as `config.pod_network` says and keeps its routes
+/// until `shutdown`. `config.pod_cidr` is the kubelet's own `--pod-cidr`; without it the Node's
+/// `spec.podCIDR` is awaited. Once the runtime reports the network ready,
+/// `network_ready` is notified (the node status loop then reports at once).
+/// Errors: writing the CNI configuration.
 pub async fn run(
     client: kube::Client,
-    node_name: String,
-    pod_cidr: Option<String>,
-    network: PodNetwork,
+    config: crate::KubeletConfig,
     cni_dir: PathBuf,
+    cri: crate::cri::Cri,
+    network_ready: std::sync::Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    if network == PodNetwork::None {
+    let node_name = config.node_name;
+    if config.pod_network == PodNetwork::None {
         return Ok(());
     }
-    let cidr = match pod_cidr {
+    let cidr = match config.pod_cidr {
         Some(c) => c,
         None => match wait_for_pod_cidr(client.clone(), &node_name, &shutdown).await {
             Some(c) => c,
@@ -87,6 +90,14 @@ pub async fn run(
     };
     cni::write(&cni_dir, &cidr)?;
     tracing::info!(node = %node_name, pod_cidr = %cidr, "wrote the CNI configuration");
+    // Report Ready as soon as the runtime has loaded it, not at the next status tick.
+    for _ in 0..50 {
+        if cri.ready().await.is_ok_and(|(ready, _)| ready) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    network_ready.notify_one();
     crate::routes::run(client, node_name, shutdown).await;
     Ok(())
 }
