@@ -29,6 +29,8 @@
 //!   finalizers, and the local-path provisioner.
 //! - [`hpa`]: HorizontalPodAutoscalers: target replicas from resource metrics
 //!   (`metrics.k8s.io`), through the target's `scale` subresource.
+//! - [`node_ipam`]: a `spec.podCIDR` for every Node from the cluster CIDR.
+//! - [`service_lb`]: LoadBalancer Service addresses from a pool.
 //! - [`disruption`]: PodDisruptionBudget status (healthy, desired and expected
 //!   pods, disruptions allowed) for the Eviction API.
 //!
@@ -62,6 +64,7 @@ pub mod job;
 /// scheduler uses the same code without depending on the controller manager.
 pub use skiff_leader as leader_election;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod persistentvolume;
 pub mod pod_cache;
@@ -72,6 +75,7 @@ pub mod revision;
 pub mod rollout;
 pub mod root_ca_publisher;
 pub mod scheduling;
+pub mod service_lb;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -122,6 +126,11 @@ pub struct Options {
     /// How often every HorizontalPodAutoscaler is reconciled
     /// (`--horizontal-pod-autoscaler-sync-period`); `None` is upstream's 15 s.
     pub hpa_sync_period: Option<std::time::Duration>,
+    /// Node CIDR allocation (`--allocate-node-cidrs` with `--cluster-cidr` and
+    /// `--node-cidr-mask-size`); `None` leaves [`node_ipam`] off.
+    pub node_ipam: Option<node_ipam::NodeIpamConfig>,
+    /// The LoadBalancer address pool; `None` leaves [`service_lb`] off.
+    pub service_lb_pool: Option<service_lb::LbPool>,
 }
 
 /// Campaigns for the Lease `kube-system/kube-controller-manager` with the
@@ -179,6 +188,24 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
     tracing::info!("controller-manager started");
     let local_path = options.local_path.clone();
     let hpa_sync_period = options.hpa_sync_period.unwrap_or(hpa::DEFAULT_SYNC_PERIOD);
+    let ipam = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let config = options.node_ipam.clone();
+        async move {
+            if let Some(config) = config {
+                node_ipam::run(client, config, shutdown).await;
+            }
+        }
+    };
+    let service_lb = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let pool = options.service_lb_pool.clone();
+        async move {
+            if let Some(pool) = pool {
+                service_lb::run(client, pool, shutdown).await;
+            }
+        }
+    };
     let root_ca = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         async move {
@@ -213,6 +240,8 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         taint_eviction::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
+        ipam,
+        service_lb,
         disruption::run(client.clone(), shutdown.clone()),
         hpa::run(client.clone(), hpa_sync_period, shutdown.clone()),
         resourcequota::run(client.clone(), shutdown.clone()),

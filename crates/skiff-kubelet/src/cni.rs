@@ -41,11 +41,26 @@ pub fn render(pod_cidr: &str) -> String {
     serde_json::to_string_pretty(&v).expect("JSON")
 }
 
-/// Writes the conflist into `conf_dir`.
+/// Creates `conf_dir` and removes the conflist from it (if present).
+pub fn remove(conf_dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(conf_dir).map_err(|e| Error::Io(format!("{}: {e}", conf_dir.display())))?;
+    let path = conf_dir.join(CONFLIST);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Writes the conflist into `conf_dir` (atomically: containerd watches the directory
+/// and must never read a half-written file).
 pub fn write(conf_dir: &Path, pod_cidr: &str) -> Result<(), Error> {
     std::fs::create_dir_all(conf_dir).map_err(|e| Error::Io(format!("{}: {e}", conf_dir.display())))?;
     let path = conf_dir.join(CONFLIST);
-    std::fs::write(&path, render(pod_cidr)).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    // Not ending in .conflist, so containerd ignores it until the rename.
+    let tmp = conf_dir.join(format!(".{CONFLIST}.tmp"));
+    std::fs::write(&tmp, render(pod_cidr)).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -60,5 +75,19 @@ mod tests {
         assert_eq!(v["plugins"][1]["type"], "portmap");
         // Host-wide IPAM state, shared by every data dir on the host, like the bridge.
         assert!(v["plugins"][0]["ipam"].get("dataDir").is_none());
+    }
+
+    #[test]
+    fn written_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("cni");
+        remove(&conf).unwrap();
+        assert!(conf.is_dir());
+        write(&conf, "10.42.7.0/24").unwrap();
+        let text = std::fs::read_to_string(conf.join(CONFLIST)).unwrap();
+        assert!(text.contains("10.42.7.0/24"));
+        assert_eq!(std::fs::read_dir(&conf).unwrap().count(), 1, "no temporary file left");
+        remove(&conf).unwrap();
+        assert!(!conf.join(CONFLIST).exists());
     }
 }

@@ -10,9 +10,11 @@ pub mod containerd;
 pub mod cri;
 pub mod logs;
 pub mod node;
+pub mod pod_network;
 pub mod pod_spec;
 pub mod pods;
 pub mod probes;
+pub mod routes;
 pub mod server;
 pub mod service_env;
 pub mod stats;
@@ -55,8 +57,11 @@ pub struct KubeletConfig {
     pub root_dir: PathBuf,
     /// CRI endpoint (`--container-runtime-endpoint`); `None` starts a supervised containerd.
     pub container_runtime_endpoint: Option<String>,
-    /// The node's pod CIDR (`--pod-cidr`), e.g. `10.42.0.0/24`.
-    pub pod_cidr: String,
+    /// The node's pod CIDR (`--pod-cidr`), e.g. `10.42.0.0/24`; `None` (the normal
+    /// case) waits for the Node's `spec.podCIDR` from the node IPAM controller.
+    pub pod_cidr: Option<String>,
+    /// The pod network set up on the node ([`pod_network`]).
+    pub pod_network: pod_network::PodNetwork,
     /// Cluster DNS servers (`--cluster-dns`).
     pub cluster_dns: Vec<IpAddr>,
     /// Cluster domain (`--cluster-domain`).
@@ -93,7 +98,11 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
         .or_else(detect_node_ip)
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let cni_dir = config.root_dir.join("cni");
-    cni::write(&cni_dir, &config.pod_cidr)?;
+    if config.pod_network != pod_network::PodNetwork::None {
+        // A conflist of an earlier run may name another podCIDR (a re-created cluster):
+        // no sandbox is created until the Node's podCIDR is known again.
+        cni::remove(&cni_dir)?;
+    }
     let endpoint = match &config.container_runtime_endpoint {
         Some(e) => e.clone(),
         None => {
@@ -136,14 +145,29 @@ pub async fn run(client: kube::Client, config: KubeletConfig, shutdown: Cancella
             .run(config.node_name.clone(), cri.clone(), shutdown.clone()),
     );
     server::serve(config.clone(), cri.clone(), sampler, shutdown.clone()).await?;
+    let network_ready = std::sync::Arc::new(tokio::sync::Notify::new());
     let node_task = tokio::spawn(node::run(
         client.clone(),
         config.clone(),
         node_ip,
         cri.clone(),
+        network_ready.clone(),
+        shutdown.clone(),
+    ));
+    let network_task = tokio::spawn(pod_network::run(
+        client.clone(),
+        config.clone(),
+        cni_dir,
+        cri.clone(),
+        network_ready,
         shutdown.clone(),
     ));
     let pods = pods::run(client, config, node_ip, cri, shutdown.clone()).await;
     let _ = node_task.await;
+    match network_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "pod network setup failed"),
+        Err(e) => tracing::error!(error = %e, "pod network task panicked"),
+        Ok(Ok(())) => {}
+    }
     pods
 }

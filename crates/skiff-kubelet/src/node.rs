@@ -91,10 +91,15 @@ pub fn node_object(cfg: &KubeletConfig, node_ip: IpAddr) -> Node {
         labels.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
     }
     let _ = node_ip;
+    // Without `--pod-cidr` the node IPAM controller assigns one.
+    let spec = match &cfg.pod_cidr {
+        Some(cidr) => json!({"podCIDR": cidr, "podCIDRs": [cidr]}),
+        None => json!({}),
+    };
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": labels},
-        "spec": {"podCIDR": cfg.pod_cidr, "podCIDRs": [cfg.pod_cidr]},
+        "spec": spec,
     }))
     .expect("valid node")
 }
@@ -172,12 +177,14 @@ fn disk_kib(path: &std::path::Path) -> u64 {
 }
 
 /// Registers the node (create, or adopt an existing one) and keeps its status and
-/// lease fresh until `shutdown`.
+/// lease fresh until `shutdown`; a notification on `network_ready` triggers an
+/// immediate status update.
 pub async fn run(
     client: kube::Client,
     cfg: KubeletConfig,
     node_ip: IpAddr,
     cri: Cri,
+    network_ready: std::sync::Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -219,6 +226,8 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            // The pod network just became ready: report it now.
+            _ = network_ready.notified() => {}
         }
     }
 }

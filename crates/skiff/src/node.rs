@@ -2,7 +2,7 @@
 //! `skiff server`'s local agent and `skiff agent`, so that a joined machine runs
 //! exactly what the server runs for its own node.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -25,9 +25,16 @@ pub struct NodeArgs {
     /// CRI endpoint (unix socket path); by default a supervised containerd is started.
     #[arg(long)]
     pub container_runtime_endpoint: Option<String>,
-    /// Pod network CIDR; each node gets a /24 from it.
+    /// Pod network CIDR (IPv4); the node IPAM controller gives each Node a
+    /// `spec.podCIDR` of --node-cidr-mask-size from it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// Pod network between nodes (k3s's flag): `host-gw` writes the bridge CNI
+    /// configuration for the Node's podCIDR and routes every other Node's podCIDR via
+    /// its InternalIP (nodes must share a layer-2 network); `none` sets up nothing, for
+    /// another CNI plugin.
+    #[arg(long, default_value = "host-gw", value_parser = ["host-gw", "none"])]
+    pub flannel_backend: String,
     /// Cluster DNS server address written into pods' resolv.conf.
     #[arg(long, default_value = "10.43.0.10")]
     pub cluster_dns: IpAddr,
@@ -79,7 +86,11 @@ pub fn spawn(
         node_name: setup.node_name.clone(),
         root_dir: setup.root_dir,
         container_runtime_endpoint: args.container_runtime_endpoint.clone(),
-        pod_cidr: first_pod_cidr(&args.cluster_cidr)?,
+        pod_cidr: None,
+        pod_network: match args.flannel_backend.as_str() {
+            "none" => skiff_kubelet::pod_network::PodNetwork::None,
+            _ => skiff_kubelet::pod_network::PodNetwork::HostGw,
+        },
         cluster_dns: vec![args.cluster_dns],
         cluster_domain: args.cluster_domain.clone(),
         node_ip: Some(setup.node_ip),
@@ -149,16 +160,6 @@ pub(crate) fn node_name_from(raw: &str) -> String {
     }
 }
 
-/// The first /24 of the cluster CIDR: the single node's podCIDR.
-pub(crate) fn first_pod_cidr(cluster_cidr: &str) -> anyhow::Result<String> {
-    let (addr, _) = cluster_cidr
-        .split_once('/')
-        .context("--cluster-cidr must be CIDR notation")?;
-    let ip: Ipv4Addr = addr.parse().context("--cluster-cidr must be an IPv4 CIDR")?;
-    let o = ip.octets();
-    Ok(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
-}
-
 /// A client from a kubeconfig file.
 pub(crate) async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
@@ -185,6 +186,5 @@ mod tests {
         assert_eq!(node_name_from("My_Host\n"), "my-host");
         assert_eq!(node_name_from("web-1.example.com"), "web-1.example.com");
         assert_eq!(node_name_from("__"), "skiff-node");
-        assert_eq!(first_pod_cidr("10.42.0.0/16").unwrap(), "10.42.0.0/24");
     }
 }

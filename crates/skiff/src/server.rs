@@ -63,6 +63,18 @@ pub struct ServerArgs {
     /// Run the control plane only, without a local kubelet.
     #[arg(long)]
     disable_agent: bool,
+    /// Prefix length of each Node's podCIDR inside --cluster-cidr (upstream
+    /// kube-controller-manager flag); at most 16 bits longer than the cluster CIDR's.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Addresses for LoadBalancer Services, as comma-separated IPv4 CIDRs (e.g.
+    /// `172.31.255.0/28,10.0.0.0/30`); each Service of type LoadBalancer without a
+    /// loadBalancerClass gets one in status.loadBalancer.ingress.
+    #[arg(long, default_value = skiff_controllers::service_lb::DEFAULT_POOL)]
+    service_lb_pool: String,
+    /// Do not allocate LoadBalancer addresses (leave them to an external implementation).
+    #[arg(long)]
+    disable_service_lb: bool,
     /// Service ClusterIP range (IPv4 CIDR); its first address is the
     /// `default/kubernetes` Service.
     #[arg(long, default_value = "10.43.0.0/16")]
@@ -187,6 +199,22 @@ fn metrics_registry() -> prometheus_client::registry::Registry {
     registry
 }
 
+/// The node IPAM settings from `--cluster-cidr` and `--node-cidr-mask-size`.
+fn node_ipam(args: &ServerArgs) -> anyhow::Result<skiff_controllers::node_ipam::NodeIpamConfig> {
+    skiff_controllers::node_ipam::NodeIpamConfig::parse(&args.node.cluster_cidr, args.node_cidr_mask_size)
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The LoadBalancer pool of `--service-lb-pool` (`None` with `--disable-service-lb`).
+fn service_lb_pool(args: &ServerArgs) -> anyhow::Result<Option<skiff_controllers::service_lb::LbPool>> {
+    if args.disable_service_lb {
+        return Ok(None);
+    }
+    Ok(Some(skiff_controllers::service_lb::LbPool::parse(
+        &args.service_lb_pool,
+    )?))
+}
+
 /// The store: etcd when `--datastore-endpoint` is given, else the embedded store in
 /// `DIR/db`.
 async fn open_store(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Arc<dyn skiff_store::Store>> {
@@ -273,6 +301,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let port = args.https_listen_port;
     let snapshots = snapshot_schedule(&args, &node_name)?;
+    let node_ipam = node_ipam(&args)?;
+    let service_lb_pool = service_lb_pool(&args)?;
 
     // Store, and on etcd the signers shared by every server.
     let store = open_store(&args, data_dir).await?;
@@ -395,6 +425,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| data_dir.join("storage")),
         }),
         hpa_sync_period: Some(args.horizontal_pod_autoscaler_sync_period),
+        node_ipam: Some(node_ipam),
+        service_lb_pool,
     };
     tasks.spawn(async move {
         skiff_controllers::run_with_options(controller_client, token, controller_options)
@@ -547,5 +579,30 @@ mod datastore_tests {
         assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn network_flags_are_validated() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ServerArgs,
+        }
+        let parse = |flags: &[&str]| Cli::try_parse_from(std::iter::once("server").chain(flags.iter().copied()));
+        let cli = parse(&[]).unwrap();
+        let ipam = node_ipam(&cli.args).unwrap();
+        assert_eq!(
+            (ipam.cluster_cidr.to_string(), ipam.node_cidr_mask_size),
+            ("10.42.0.0/16".into(), 24)
+        );
+        assert_eq!(service_lb_pool(&cli.args).unwrap().unwrap().size(), 254);
+        let cli = parse(&["--cluster-cidr", "10.42.0.0/16", "--node-cidr-mask-size", "8"]).unwrap();
+        assert!(format!("{:#}", node_ipam(&cli.args).unwrap_err()).contains("--node-cidr-mask-size"));
+        let cli = parse(&["--service-lb-pool", "172.31.255.0/28,nope"]).unwrap();
+        assert!(format!("{:#}", service_lb_pool(&cli.args).unwrap_err()).contains("--service-lb-pool"));
+        let cli = parse(&["--service-lb-pool", "nope", "--disable-service-lb"]).unwrap();
+        assert!(service_lb_pool(&cli.args).unwrap().is_none());
+        assert!(parse(&["--flannel-backend", "vxlan"]).is_err());
     }
 }

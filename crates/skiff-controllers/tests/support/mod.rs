@@ -109,14 +109,21 @@ impl ControlPlane {
 
     /// Starts the controller manager alone, until `token` is cancelled.
     pub fn start_controllers(&self, token: CancellationToken) {
+        self.start_controllers_with(token, |_| {});
+    }
+
+    /// [`Self::start_controllers`] with the options changed by `f` (node IPAM and the
+    /// LoadBalancer allocator are off unless `f` turns them on).
+    pub fn start_controllers_with(&self, token: CancellationToken, f: impl FnOnce(&mut skiff_controllers::Options)) {
         let c = self.client.clone();
-        let options = skiff_controllers::Options {
+        let mut options = skiff_controllers::Options {
             root_ca_pem: Some(self.ca_pem.clone()),
             local_path: Some(skiff_controllers::persistentvolume::LocalPath {
                 base: self.storage_dir(),
             }),
             ..Default::default()
         };
+        f(&mut options);
         tokio::spawn(async move { skiff_controllers::run_with_options(c, token, options).await });
     }
 
