@@ -173,21 +173,28 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
             }
         }
     };
+    // One pod watch and one copy of each pod for every controller that owns pods.
+    let pods = pod_cache::PodInformer::new();
     tokio::join!(
-        replicaset::run(client.clone(), shutdown.clone()),
-        replication::run(client.clone(), shutdown.clone()),
+        pods.clone().run(client.clone(), shutdown.clone()),
+        replicaset::run_for_with_pods::<k8s_openapi::api::apps::v1::ReplicaSet>(
+            client.clone(),
+            pods.clone(),
+            shutdown.clone()
+        ),
+        replication::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
-        job::run(client.clone(), shutdown.clone()),
+        job::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
         cronjob::run(client.clone(), shutdown.clone()),
-        daemonset::run(client.clone(), shutdown.clone()),
-        statefulset::run(client.clone(), shutdown.clone()),
+        daemonset::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
+        statefulset::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
         taint_eviction::run(client.clone(), shutdown.clone()),
         serviceaccount::run(client.clone(), shutdown.clone()),
         root_ca,
-        disruption::run(client.clone(), shutdown.clone()),
+        disruption::run_with_pods(client.clone(), pods, shutdown.clone()),
         resourcequota::run(client.clone(), shutdown.clone()),
         persistentvolume::run(client.clone(), local_path, shutdown.clone()),
         endpoints::run(client, shutdown),
