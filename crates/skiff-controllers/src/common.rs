@@ -218,3 +218,89 @@ where
 pub fn strip_managed_fields<K: kube::Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
+
+/// What a pod-owning controller hands to [`run_controller`]: its reconcile
+/// context, the cache of its own kind `K` (with the writer that fills it), the
+/// reconcile requests its pod (or node) handlers queue, and the signal that the
+/// pods it reads are completely listed.
+pub struct ControllerParts<K, C>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The reconciler's context.
+    pub ctx: std::sync::Arc<C>,
+    /// The cache of `K` the reconciler reads; [`run_controller`] fills it.
+    pub store: kube::runtime::reflector::Store<K>,
+    /// The writer of `store`.
+    pub writer: kube::runtime::reflector::store::Writer<K>,
+    /// Further reconcile requests (from pod or node changes).
+    pub triggers: futures::channel::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<K>>,
+    /// Fires once the pods the controller reads are completely listed (see
+    /// [`crate::pod_cache::PodInformer::subscribe`]); nothing is reconciled before,
+    /// since acting on a partial view would, say, create pods that already exist.
+    pub pods_ready: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Runs a controller of kind `K` until `shutdown`: waits for `pods_ready`, then
+/// watches every `K` into `store`, and reconciles each object on its own changes
+/// and on every request from `triggers` (one reconcile of an object at a time,
+/// retries as `error_policy` says), as upstream's controllers run a work queue fed by
+/// their informers' handlers. `on_delete` runs for each deleted `K` (to forget its
+/// expectations). Returns when `shutdown` is cancelled, or at once if the pods
+/// never sync because the informer stopped.
+pub async fn run_controller<K, C, F>(
+    api: Api<K>,
+    parts: ControllerParts<K, C>,
+    mut on_delete: impl FnMut(&K) + Send + 'static,
+    mut reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<C>) -> F,
+    error_policy: impl Fn(std::sync::Arc<K>, &crate::Error, std::sync::Arc<C>) -> kube::runtime::controller::Action,
+    shutdown: tokio_util::sync::CancellationToken,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<kube::runtime::controller::Action, crate::Error>>,
+{
+    use futures::{StreamExt, TryStreamExt, stream};
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let ControllerParts {
+        ctx,
+        store,
+        writer,
+        triggers,
+        pods_ready,
+    } = parts;
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = pods_ready => if r.is_err() { return },
+    }
+    let events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .map_ok(move |event| {
+            let refs: Vec<ObjectRef<K>> = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![ObjectRef::from_obj(&o)],
+                watcher::Event::Delete(o) => {
+                    on_delete(&o);
+                    Vec::new()
+                }
+                watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+            };
+            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
+        })
+        .try_flatten();
+    let queue = stream::select(events, triggers.map(Ok::<_, watcher::Error>));
+    let reconciler = move |o, c| Box::pin(reconcile(o, c));
+    kube::runtime::controller::applier(
+        reconciler,
+        error_policy,
+        ctx,
+        store,
+        queue,
+        kube::runtime::controller::Config::default(),
+    )
+    .take_until(async move { shutdown.cancelled().await })
+    .for_each(|_| async {})
+    .await;
+}

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, future, stream};
+use futures::{StreamExt, future};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use skiff_api::events::EventType;
@@ -41,10 +41,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::common::{
-    controller_of, delete_pod, is_available, is_conflict, is_not_found, owner_ref, ready_since, record, reference,
+    ControllerParts, controller_of, delete_pod, is_available, is_conflict, is_not_found, owner_ref, ready_since,
+    record, reference, run_controller,
 };
 use crate::expectations::Expectations;
-use crate::pod_cache::{self, PodCache, PodChange};
+use crate::pod_cache::{PodCache, PodChange, PodInformer};
 use crate::revision::{self, REVISION_HASH};
 use crate::scheduling::{node_matches, untolerated};
 
@@ -555,34 +556,32 @@ fn observe(change: &PodChange, exp: &Mutex<Expectations>) -> Vec<ObjectRef<Daemo
     out
 }
 
-/// Runs the DaemonSet controller until `shutdown`.
+/// Runs the DaemonSet controller until `shutdown`, with a pod informer of its own.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let pods = PodInformer::start(client.clone(), shutdown.clone());
+    run_with_pods(client, pods, shutdown).await
+}
+
+/// [`run`] reading pods from a shared [`PodInformer`] (the caller runs it).
+pub async fn run_with_pods(client: kube::Client, pods: Arc<PodInformer>, shutdown: CancellationToken) {
     let (nodes, node_writer) = reflector::store::<Node>();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        pods: Arc::new(PodCache::new()),
+        pods: pods.cache(),
         nodes,
         expectations: Mutex::new(Expectations::new()),
     });
     let (store, writer) = reflector::store::<DaemonSet>();
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<DaemonSet>>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    {
+    let (trigger_tx, triggers) = futures::channel::mpsc::unbounded::<ObjectRef<DaemonSet>>();
+    let pods_ready = {
         let hook_ctx = ctx.clone();
         let tx = trigger_tx.clone();
-        let on_change = move |change: PodChange| {
+        pods.subscribe(move |change: PodChange| {
             for r in observe(&change, &hook_ctx.expectations) {
                 let _ = tx.unbounded_send(r);
             }
-        };
-        tokio::spawn(pod_cache::run(
-            client.clone(),
-            ctx.pods.clone(),
-            on_change,
-            ready_tx,
-            shutdown.clone(),
-        ));
-    }
+        })
+    };
     // Any node change may change where daemon pods belong: resync every DaemonSet.
     {
         let (store, token) = (store.clone(), shutdown.clone());
@@ -608,34 +607,27 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
             }
         });
     }
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = ready_rx => if r.is_err() { return },
-    }
     let exp_ctx = ctx.clone();
-    let events = watcher(Api::<DaemonSet>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .map_ok(move |event| {
-            let refs: Vec<ObjectRef<DaemonSet>> = match event {
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => vec![ObjectRef::from_obj(&d)],
-                watcher::Event::Delete(d) => {
-                    let uid = d.metadata.uid.clone().unwrap_or_default();
-                    exp_ctx.expectations.lock().expect("expectations").remove(&uid);
-                    Vec::new()
-                }
-                watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
-        })
-        .try_flatten();
-    let queue = stream::select(events, trigger_rx.map(Ok::<_, watcher::Error>));
-    let token = shutdown.clone();
-    let reconciler = |ds, ctx| Box::pin(reconcile(ds, ctx));
-    applier(reconciler, error_policy, ctx, store, queue, Config::default())
-        .take_until(async move { token.cancelled().await })
-        .for_each(|_| async {})
-        .await;
+    let on_delete = move |d: &DaemonSet| {
+        let uid = d.metadata.uid.clone().unwrap_or_default();
+        exp_ctx.expectations.lock().expect("expectations").remove(&uid);
+    };
+    let parts = ControllerParts {
+        ctx,
+        store,
+        writer,
+        triggers,
+        pods_ready,
+    };
+    run_controller(
+        Api::<DaemonSet>::all(client),
+        parts,
+        on_delete,
+        reconcile,
+        error_policy,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -40,7 +40,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus};
@@ -48,16 +47,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
-use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
 use skiff_api::events::EventType;
 use skiff_api::selector::LabelSelector;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::common::{controller_of, has_true_condition, is_conflict, is_not_found, record, reference};
-use crate::pod_cache::{self, PodCache, PodChange};
+use crate::common::{
+    ControllerParts, controller_of, has_true_condition, is_conflict, is_not_found, record, reference, run_controller,
+};
+use crate::pod_cache::{PodCache, PodChange, PodInformer};
 
 /// `Ok(None)` for a 404, the object otherwise.
 fn missing<T>(r: Result<T, kube::Error>) -> Result<Option<T>, SyncError> {
@@ -620,22 +620,27 @@ fn error_policy(_pdb: Arc<PodDisruptionBudget>, e: &Error, _ctx: Arc<Ctx>) -> Ac
 /// Runs the disruption controller until `shutdown`: PodDisruptionBudgets are
 /// reconciled on their own changes and on every change of a pod they select
 /// (before and after the change, so a pod that stops matching is seen too),
-/// from a watch-fed [`PodCache`]; nothing is computed before the first full list
-/// of pods.
+/// from a watch-fed [`PodCache`] (a pod informer of its own); nothing is computed
+/// before the first full list of pods.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let pods = PodInformer::start(client.clone(), shutdown.clone());
+    run_with_pods(client, pods, shutdown).await
+}
+
+/// [`run`] reading pods from a shared [`PodInformer`] (the caller runs it).
+pub async fn run_with_pods(client: kube::Client, pods: Arc<PodInformer>, shutdown: CancellationToken) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        pods: Arc::new(PodCache::new()),
+        pods: pods.cache(),
     });
     let (budgets, budget_writer) = reflector::store::<PodDisruptionBudget>();
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<PodDisruptionBudget>>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    {
+    let (trigger_tx, triggers) = futures::channel::mpsc::unbounded::<ObjectRef<PodDisruptionBudget>>();
+    let pods_ready = {
         let budgets = budgets.clone();
         let stale_client = client.clone();
         // Pods (uid) with a stale-condition check pending, so each gets one timer.
         let pending: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Default::default();
-        let on_change = move |change: PodChange| {
+        pods.subscribe(move |change: PodChange| {
             let pods = match &change {
                 PodChange::Added(p) | PodChange::Deleted(p) => vec![p.clone()],
                 PodChange::Updated { old, new } => vec![old.clone(), new.clone()],
@@ -661,37 +666,17 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
             for r in refs {
                 let _ = trigger_tx.unbounded_send(r);
             }
-        };
-        tokio::spawn(pod_cache::run(
-            client.clone(),
-            ctx.pods.clone(),
-            on_change,
-            ready_tx,
-            shutdown.clone(),
-        ));
-    }
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = ready_rx => if r.is_err() { return },
-    }
-    let budget_events = watcher(Api::<PodDisruptionBudget>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(budget_writer)
-        .applied_objects()
-        .map_ok(|b| ObjectRef::from_obj(&b));
-    let queue = stream::select(budget_events, trigger_rx.map(Ok::<_, watcher::Error>));
-    let token = shutdown.clone();
-    applier(
-        |b, ctx| Box::pin(reconcile(b, ctx)),
-        error_policy,
+        })
+    };
+    let parts = ControllerParts {
         ctx,
-        budgets,
-        queue,
-        Config::default(),
-    )
-    .take_until(async move { token.cancelled().await })
-    .for_each(|_| async {})
-    .await;
+        store: budgets,
+        writer: budget_writer,
+        triggers,
+        pods_ready,
+    };
+    let api = Api::<PodDisruptionBudget>::all(client);
+    run_controller(api, parts, |_| {}, reconcile, error_policy, shutdown).await
 }
 
 #[cfg(test)]

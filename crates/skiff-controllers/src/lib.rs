@@ -223,17 +223,24 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
             }
         }
     };
+    // One pod watch and one copy of each pod for every controller that owns pods.
+    let pods = pod_cache::PodInformer::new();
     tokio::join!(
         csr_approver::run(client.clone(), shutdown.clone()),
         signer,
         bootstrap::run(client.clone(), shutdown.clone()),
-        replicaset::run(client.clone(), shutdown.clone()),
-        replication::run(client.clone(), shutdown.clone()),
+        pods.clone().run(client.clone(), shutdown.clone()),
+        replicaset::run_for_with_pods::<k8s_openapi::api::apps::v1::ReplicaSet>(
+            client.clone(),
+            pods.clone(),
+            shutdown.clone()
+        ),
+        replication::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
         deployment::run(client.clone(), shutdown.clone()),
-        job::run(client.clone(), shutdown.clone()),
+        job::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
         cronjob::run(client.clone(), shutdown.clone()),
-        daemonset::run(client.clone(), shutdown.clone()),
-        statefulset::run(client.clone(), shutdown.clone()),
+        daemonset::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
+        statefulset::run_with_pods(client.clone(), pods.clone(), shutdown.clone()),
         garbage_collector::run(client.clone(), shutdown.clone()),
         namespace::run(client.clone(), shutdown.clone()),
         node_lifecycle::run(client.clone(), shutdown.clone()),
@@ -242,7 +249,7 @@ async fn run_controllers(client: kube::Client, shutdown: CancellationToken, opti
         root_ca,
         ipam,
         service_lb,
-        disruption::run(client.clone(), shutdown.clone()),
+        disruption::run_with_pods(client.clone(), pods, shutdown.clone()),
         hpa::run(client.clone(), hpa_sync_period, shutdown.clone()),
         resourcequota::run(client.clone(), shutdown.clone()),
         persistentvolume::run(client.clone(), local_path, shutdown.clone()),

@@ -19,14 +19,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, future, stream};
+use futures::future;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use skiff_api::events::EventType;
 use skiff_api::selector::LabelSelector;
@@ -34,9 +33,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::common::{controller_of, delete_pod, is_available, is_inactive, owner_ref, ready_since, record, reference};
+use crate::common::{
+    ControllerParts, controller_of, delete_pod, is_available, is_inactive, owner_ref, ready_since, record, reference,
+    run_controller,
+};
 use crate::expectations::Expectations;
-use crate::pod_cache::{self, PodCache, PodChange};
+use crate::pod_cache::{PodCache, PodChange, PodInformer};
 
 /// What the replica sync needs from the kind it manages: a ReplicaSet or a
 /// ReplicationController. Conditions and status are read as JSON, in the shape
@@ -600,67 +602,61 @@ fn affected<K: ReplicaOwner>(change: &PodChange, rs_store: &Store<K>, exp: &Mute
     out
 }
 
-/// Runs the ReplicaSet controller until `shutdown`.
+/// Runs the ReplicaSet controller until `shutdown`, with a pod informer of its own.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     run_for::<ReplicaSet>(client, shutdown).await
 }
 
 /// Runs the replica sync for objects of kind `K` (ReplicaSets or
-/// ReplicationControllers) until `shutdown`, with its own pod cache.
+/// ReplicationControllers) until `shutdown`, with a pod informer of its own.
 pub async fn run_for<K: ReplicaOwner>(client: kube::Client, shutdown: CancellationToken) {
+    let pods = PodInformer::start(client.clone(), shutdown.clone());
+    run_for_with_pods::<K>(client, pods, shutdown).await
+}
+
+/// [`run_for`] reading pods from a shared [`PodInformer`] (the caller runs it).
+pub async fn run_for_with_pods<K: ReplicaOwner>(
+    client: kube::Client,
+    pods: Arc<PodInformer>,
+    shutdown: CancellationToken,
+) {
     let ctx = Arc::new(Ctx::<K> {
         _kind: std::marker::PhantomData,
         client: client.clone(),
-        pods: Arc::new(PodCache::new()),
+        pods: pods.cache(),
         expectations: Mutex::new(Expectations::new()),
     });
-    let (rs_store, rs_writer) = reflector::store::<K>();
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    {
-        let (hook_ctx, store) = (ctx.clone(), rs_store.clone());
-        let on_change = move |change: PodChange| {
+    let (store, writer) = reflector::store::<K>();
+    let (trigger_tx, triggers) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
+    let pods_ready = {
+        let (hook_ctx, store) = (ctx.clone(), store.clone());
+        pods.subscribe(move |change: PodChange| {
             for r in affected(&change, &store, &hook_ctx.expectations) {
                 let _ = trigger_tx.unbounded_send(r);
             }
-        };
-        tokio::spawn(pod_cache::run(
-            client.clone(),
-            ctx.pods.clone(),
-            on_change,
-            ready_tx,
-            shutdown.clone(),
-        ));
-    }
-    // Never act on an incomplete view of the pods (a restart would duplicate them).
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = ready_rx => if r.is_err() { return },
-    }
-    let exp_ctx = ctx.clone();
-    let rs_events = watcher(Api::<K>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(rs_writer)
-        .map_ok(move |event| {
-            let refs: Vec<ObjectRef<K>> = match event {
-                watcher::Event::Apply(rs) | watcher::Event::InitApply(rs) => vec![ObjectRef::from_obj(&rs)],
-                watcher::Event::Delete(rs) => {
-                    let uid = rs.meta().uid.clone().unwrap_or_default();
-                    exp_ctx.expectations.lock().expect("expectations").remove(&uid);
-                    Vec::new()
-                }
-                watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
         })
-        .try_flatten();
-    let queue = stream::select(rs_events, trigger_rx.map(Ok::<_, watcher::Error>));
-    let token = shutdown.clone();
-    let reconciler = |rs, ctx| Box::pin(reconcile::<K>(rs, ctx));
-    let applied = applier(reconciler, error_policy, ctx, rs_store, queue, Config::default())
-        .take_until(async move { token.cancelled().await })
-        .for_each(|_| async {});
-    applied.await;
+    };
+    let exp_ctx = ctx.clone();
+    let on_delete = move |rs: &K| {
+        let uid = rs.meta().uid.clone().unwrap_or_default();
+        exp_ctx.expectations.lock().expect("expectations").remove(&uid);
+    };
+    let parts = ControllerParts {
+        ctx,
+        store,
+        writer,
+        triggers,
+        pods_ready,
+    };
+    run_controller(
+        Api::<K>::all(client),
+        parts,
+        on_delete,
+        reconcile::<K>,
+        error_policy::<K>,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -11,11 +11,14 @@
 //! readyReplicas, availableReplicas, observedGeneration, the ReplicaFailure
 //! condition) and `replicationcontrollers/scale` behave as for ReplicaSets.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use serde_json::{Value, json};
 use skiff_api::selector::LabelSelector;
 use tokio_util::sync::CancellationToken;
 
+use crate::pod_cache::PodInformer;
 use crate::replicaset::{self, ReplicaOwner};
 
 impl ReplicaOwner for ReplicationController {
@@ -43,9 +46,15 @@ impl ReplicaOwner for ReplicationController {
     }
 }
 
-/// Runs the ReplicationController controller until `shutdown`.
+/// Runs the ReplicationController controller until `shutdown`, with a pod
+/// informer of its own.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     replicaset::run_for::<ReplicationController>(client, shutdown).await
+}
+
+/// [`run`] reading pods from a shared [`PodInformer`] (the caller runs it).
+pub async fn run_with_pods(client: kube::Client, pods: Arc<PodInformer>, shutdown: CancellationToken) {
+    replicaset::run_for_with_pods::<ReplicationController>(client, pods, shutdown).await
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -34,17 +33,17 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
 use skiff_api::events::EventType;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::common::{
-    controller_of, delete_pod, is_available, is_conflict, is_not_found, owner_ref, ready_since, record, reference,
+    ControllerParts, controller_of, delete_pod, is_available, is_conflict, is_not_found, owner_ref, ready_since,
+    record, reference, run_controller,
 };
-use crate::pod_cache::{self, PodCache, PodChange};
+use crate::pod_cache::{PodCache, PodChange, PodInformer};
 use crate::revision::{self, REVISION_HASH};
 
 const COMPONENT: &str = "statefulset-controller";
@@ -511,16 +510,21 @@ fn error_policy(_sts: Arc<StatefulSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
     }
 }
 
-/// Runs the StatefulSet controller until `shutdown`.
+/// Runs the StatefulSet controller until `shutdown`, with a pod informer of its own.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let pods = PodInformer::start(client.clone(), shutdown.clone());
+    run_with_pods(client, pods, shutdown).await
+}
+
+/// [`run`] reading pods from a shared [`PodInformer`] (the caller runs it).
+pub async fn run_with_pods(client: kube::Client, pods: Arc<PodInformer>, shutdown: CancellationToken) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        pods: Arc::new(PodCache::new()),
+        pods: pods.cache(),
     });
     let (store, writer) = reflector::store::<StatefulSet>();
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<StatefulSet>>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let on_change = move |change: PodChange| {
+    let (trigger_tx, triggers) = futures::channel::mpsc::unbounded::<ObjectRef<StatefulSet>>();
+    let pods_ready = pods.subscribe(move |change: PodChange| {
         let pods = match &change {
             PodChange::Added(p) | PodChange::Deleted(p) => vec![p.clone()],
             PodChange::Updated { old, new } => vec![old.clone(), new.clone()],
@@ -531,30 +535,23 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
                 let _ = trigger_tx.unbounded_send(ObjectRef::new(&r.name).within(&ns));
             }
         }
+    });
+    let parts = ControllerParts {
+        ctx,
+        store,
+        writer,
+        triggers,
+        pods_ready,
     };
-    tokio::spawn(pod_cache::run(
-        client.clone(),
-        ctx.pods.clone(),
-        on_change,
-        ready_tx,
-        shutdown.clone(),
-    ));
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = ready_rx => if r.is_err() { return },
-    }
-    let events = watcher(Api::<StatefulSet>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .map_ok(|s| ObjectRef::from_obj(&s));
-    let queue = stream::select(events, trigger_rx.map(Ok::<_, watcher::Error>));
-    let token = shutdown.clone();
-    let reconciler = |sts, ctx| Box::pin(reconcile(sts, ctx));
-    applier(reconciler, error_policy, ctx, store, queue, Config::default())
-        .take_until(async move { token.cancelled().await })
-        .for_each(|_| async {})
-        .await;
+    run_controller(
+        Api::<StatefulSet>::all(client),
+        parts,
+        |_| {},
+        reconcile,
+        error_policy,
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

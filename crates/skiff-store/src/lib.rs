@@ -31,7 +31,7 @@ pub mod encryption;
 pub mod etcd;
 pub mod snapshot;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{DEFAULT_CACHE_BYTES, EmbeddedStore};
 pub use encryption::EncryptedStore;
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 

@@ -37,6 +37,11 @@ pub struct ServerArgs {
     /// share one etcd cluster.
     #[arg(long)]
     datastore_endpoint: Option<String>,
+    /// Memory (MiB) the embedded store may use to cache database pages; pages
+    /// beyond it are read from the file (usually the OS page cache). Ignored with
+    /// `--datastore-endpoint`.
+    #[arg(long, default_value_t = (skiff_store::DEFAULT_CACHE_BYTES >> 20) as u64, value_name = "MIB")]
+    datastore_cache_mib: u64,
     /// CA certificate (PEM) that signed the etcd members' serving certificates; with
     /// it, `etcd://` endpoints use TLS.
     #[arg(long)]
@@ -228,7 +233,11 @@ async fn open_store(args: &ServerArgs, data_dir: &Path) -> anyhow::Result<Arc<dy
             bail!("--datastore-cafile/--datastore-certfile/--datastore-keyfile need --datastore-endpoint");
         }
         return Ok(Arc::new(
-            skiff_store::EmbeddedStore::open(&data_dir.join("db")).context("opening the embedded store")?,
+            skiff_store::EmbeddedStore::open_with_cache(
+                &data_dir.join("db"),
+                (args.datastore_cache_mib as usize) << 20,
+            )
+            .context("opening the embedded store")?,
         ));
     };
     let config = skiff_store::EtcdConfig::parse(spec, tls).context("--datastore-endpoint")?;

@@ -34,15 +34,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, future, stream};
+use futures::{StreamExt, future};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
-use kube::runtime::controller::{Action, Config, applier};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use skiff_api::events::EventType;
 use skiff_api::selector::LabelSelector;
@@ -51,11 +50,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::common::{
-    controller_of, delete_pod, has_true_condition, is_conflict, is_not_found, owner_ref, record, reference,
-    set_controller_ref,
+    ControllerParts, controller_of, delete_pod, has_true_condition, is_conflict, is_not_found, owner_ref, record,
+    reference, run_controller, set_controller_ref,
 };
 use crate::expectations::Expectations;
-use crate::pod_cache::{self, PodCache, PodChange};
+use crate::pod_cache::{PodCache, PodChange, PodInformer};
 use crate::replicaset::claim;
 
 mod logic;
@@ -585,21 +584,26 @@ async fn clean_orphan_finalizers(ctx: Arc<Ctx>, mut rx: futures::channel::mpsc::
     }
 }
 
-/// Runs the Job controller until `shutdown`.
+/// Runs the Job controller until `shutdown`, with a pod informer of its own.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let pods = PodInformer::start(client.clone(), shutdown.clone());
+    run_with_pods(client, pods, shutdown).await
+}
+
+/// [`run`] reading pods from a shared [`PodInformer`] (the caller runs it).
+pub async fn run_with_pods(client: kube::Client, pods: Arc<PodInformer>, shutdown: CancellationToken) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        pods: Arc::new(PodCache::new()),
+        pods: pods.cache(),
         expectations: Mutex::new(Expectations::new()),
         backoff: Mutex::new(HashMap::new()),
     });
     let (store, writer) = reflector::store::<Job>();
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Job>>();
+    let (trigger_tx, triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Job>>();
     let (orphan_tx, orphan_rx) = futures::channel::mpsc::unbounded::<Arc<Pod>>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    {
+    let pods_ready = {
         let (hook_ctx, store) = (ctx.clone(), store.clone());
-        let on_change = move |change: PodChange| {
+        pods.subscribe(move |change: PodChange| {
             let refs = affected(&change, &store, &hook_ctx.expectations);
             let pod = match &change {
                 PodChange::Added(p) | PodChange::Deleted(p) | PodChange::Updated { new: p, .. } => p,
@@ -614,43 +618,29 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
             for r in refs {
                 let _ = trigger_tx.unbounded_send(r);
             }
-        };
-        tokio::spawn(pod_cache::run(
-            client.clone(),
-            ctx.pods.clone(),
-            on_change,
-            ready_tx,
-            shutdown.clone(),
-        ));
-    }
-    tokio::spawn(clean_orphan_finalizers(ctx.clone(), orphan_rx));
-    tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = ready_rx => if r.is_err() { return },
-    }
-    let exp_ctx = ctx.clone();
-    let events = watcher(Api::<Job>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .map_ok(move |event| {
-            let refs: Vec<ObjectRef<Job>> = match event {
-                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => vec![ObjectRef::from_obj(&j)],
-                watcher::Event::Delete(j) => {
-                    let uid = j.metadata.uid.clone().unwrap_or_default();
-                    exp_ctx.expectations.lock().expect("expectations").remove(&uid);
-                    exp_ctx.backoff.lock().expect("backoff").remove(&uid);
-                    Vec::new()
-                }
-                watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
-            };
-            stream::iter(refs.into_iter().map(Ok::<_, watcher::Error>))
         })
-        .try_flatten();
-    let queue = stream::select(events, trigger_rx.map(Ok::<_, watcher::Error>));
-    let token = shutdown.clone();
-    let reconciler = |job, ctx| Box::pin(reconcile(job, ctx));
-    applier(reconciler, error_policy, ctx, store, queue, Config::default())
-        .take_until(async move { token.cancelled().await })
-        .for_each(|_| async {})
-        .await;
+    };
+    tokio::spawn(clean_orphan_finalizers(ctx.clone(), orphan_rx));
+    let exp_ctx = ctx.clone();
+    let on_delete = move |j: &Job| {
+        let uid = j.metadata.uid.clone().unwrap_or_default();
+        exp_ctx.expectations.lock().expect("expectations").remove(&uid);
+        exp_ctx.backoff.lock().expect("backoff").remove(&uid);
+    };
+    let parts = ControllerParts {
+        ctx,
+        store,
+        writer,
+        triggers,
+        pods_ready,
+    };
+    run_controller(
+        Api::<Job>::all(client),
+        parts,
+        on_delete,
+        reconcile,
+        error_policy,
+        shutdown,
+    )
+    .await
 }

@@ -51,6 +51,10 @@ const META_COMPACTED: &str = "compacted";
 /// Name of the database file inside the store directory.
 pub const DATABASE_FILE: &str = "state.redb";
 
+/// Default size of redb's page cache ([`EmbeddedStore::open`]), in bytes: 128 MiB
+/// (redb's own default, 1 GiB, is kept resident once the data written reaches it).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 /// Capacity of the live-event broadcast; a watcher further behind catches up from the log.
 const BROADCAST_CAPACITY: usize = 4096;
 
@@ -117,11 +121,14 @@ fn init_tables(db: &Database) -> Result<()> {
 /// renamed into place, so a file at `path` is always a complete database (a crash
 /// during creation leaves no half-made file that a later start would mistake for an
 /// empty cluster). `fill` runs on the new database before the rename.
-fn create_database(path: &Path, fill: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
+fn create_database(path: &Path, cache_bytes: usize, fill: impl FnOnce(&Database) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("redb.new");
     let _ = std::fs::remove_file(&tmp);
     let made = (|| -> Result<()> {
-        let db = Database::create(&tmp).map_err(backend)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&tmp)
+            .map_err(backend)?;
         init_tables(&db)?;
         fill(&db)?;
         drop(db);
@@ -137,9 +144,9 @@ fn create_database(path: &Path, fill: impl FnOnce(&Database) -> Result<()>) -> R
     made.map_err(|e| Error::Backend(format!("creating store database {}: {e}", path.display())))
 }
 
-fn open_database(path: &Path) -> Result<Database> {
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database> {
     if !path.exists() {
-        create_database(path, |_| Ok(()))?;
+        create_database(path, cache_bytes, |_| Ok(()))?;
     }
     let damaged = |e: &dyn std::fmt::Display| {
         Error::Backend(format!(
@@ -151,13 +158,16 @@ fn open_database(path: &Path) -> Result<Database> {
     // redb panics on some kinds of damage instead of returning an error: treat a
     // panic while opening and verifying the file as damage too.
     let opened = std::panic::catch_unwind(|| -> Result<Database> {
-        let mut db = Database::open(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Backend(format!(
-                "store database {} is already open (is another skiff server using this data dir?)",
-                path.display()
-            )),
-            e => damaged(&e),
-        })?;
+        let mut db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .open(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Backend(format!(
+                    "store database {} is already open (is another skiff server using this data dir?)",
+                    path.display()
+                )),
+                e => damaged(&e),
+            })?;
         // Verify every page's checksum now rather than fail requests later (and
         // repair what an unclean shutdown left, which redb does by rolling back to
         // the last complete commit).
@@ -203,9 +213,16 @@ impl EmbeddedStore {
     /// created, the file is not a valid database (damaged or truncated), or another
     /// process (or another `EmbeddedStore` in this one) holds it open.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`] with a page cache of at most `cache_bytes` bytes
+    /// (redb's read cache and write buffer together; pages beyond it are read from
+    /// the file, i.e. usually from the OS page cache).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Backend(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DATABASE_FILE);
-        let db = Arc::new(open_database(&path)?);
+        let db = Arc::new(open_database(&path, cache_bytes)?);
         let (revision, compacted) = {
             let tx = redb::ReadableDatabase::begin_read(&*db).map_err(backend)?;
             revisions_in(&tx.open_table(META).map_err(backend)?)?
@@ -257,7 +274,7 @@ impl EmbeddedStore {
             path: dir.display().to_string(),
             source,
         })?;
-        create_database(&dir.join(DATABASE_FILE), |db| {
+        create_database(&dir.join(DATABASE_FILE), DEFAULT_CACHE_BYTES, |db| {
             let tx = db.begin_write().map_err(backend)?;
             {
                 let mut current = tx.open_table(CURRENT).map_err(backend)?;
