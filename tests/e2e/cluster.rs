@@ -137,13 +137,18 @@ fn single_node_cluster_runs_a_deployment_in_real_containers() {
     let applied = c.kubectl_stdin(&["apply", "-f", "-"], svc);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     eventually("service endpoints", Duration::from_secs(30), || {
-        let out = c.kubectl_ok(&[
+        // NotFound until the endpoints controller has written the object: retry.
+        let out = c.kubectl(&[
             "get",
             "endpoints",
             "web",
             "-o",
             "jsonpath={.subsets[*].addresses[*].ip}",
         ]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let out = String::from_utf8_lossy(&out.stdout);
         let got: BTreeSet<String> = out.split_whitespace().map(String::from).collect();
         if got == ips {
             Ok(())
