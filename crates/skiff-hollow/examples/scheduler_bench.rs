@@ -10,6 +10,8 @@
 //! - `pods_per_second`: measured pods divided by the time from the first create to
 //!   the last binding (upstream's SchedulingThroughput average is the mean of
 //!   per-second samples over the same window), and the best one-second sample;
+//! - `created_per_second`: the rate at which the driver's creates were accepted,
+//!   which caps the scheduling rate;
 //! - the p50/p99 of the scheduler's own `scheduler_scheduling_attempt_duration_seconds`
 //!   over the measured phase (read from `/metrics`, interpolated within buckets as
 //!   Prometheus' `histogram_quantile` does).
@@ -382,8 +384,11 @@ async fn run_workload(skiff: &Path, w: &Workload) -> (Value, Pod) {
     // The watch starts before the pods exist.
     let measure_count = w.measure.0;
     let t0 = Instant::now();
-    let creating = create_pods(&client, "sched-1", "pod-", measure_count, w.measure.1);
-    let (_, times) = tokio::join!(creating, wait_bound(&mut events, t0, measure_count, stall));
+    let creating = async {
+        create_pods(&client, "sched-1", "pod-", measure_count, w.measure.1).await;
+        t0.elapsed().as_secs_f64()
+    };
+    let (created_secs, times) = tokio::join!(creating, wait_bound(&mut events, t0, measure_count, stall));
     let last = times.last().copied().unwrap_or(0.0);
     let (all_after, scheduled_after) = (
         attempt_buckets(&client, None).await,
@@ -410,6 +415,8 @@ async fn run_workload(skiff: &Path, w: &Workload) -> (Value, Pod) {
         "measured_pods": measure_count,
         "nodes_ready_seconds": round(nodes_ready_secs),
         "pods_per_second": round(f64::from(measure_count) / last.max(1e-9)),
+        // How fast the driver could create them: the arrival rate caps pods/s.
+        "created_per_second": round(f64::from(measure_count) / created_secs.max(1e-9)),
         "best_one_second_sample": samples.last().copied().unwrap_or(0.0),
         "median_one_second_sample": percentile(&samples, 0.5),
         "attempt_p50_ms": ms(quantile(&all_before, &all_after, 0.5)),
