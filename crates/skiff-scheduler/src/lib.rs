@@ -27,6 +27,7 @@ pub mod plugins;
 pub mod pod_index;
 pub mod preemption;
 pub mod queue;
+mod reflect;
 pub mod resources;
 
 use std::collections::BTreeMap;
@@ -198,11 +199,12 @@ impl Scheduler {
         let u = uid(&pod);
         let newly_bound = cache::bound_node(&pod).is_some() && !cache::is_terminal(&pod) && !self.cache.is_placed(&u);
         let released = self.cache.observe_pod(&pod);
-        self.preemption.observe_pod(&pod, self.is_pending(&pod));
+        let pending = self.is_pending(&pod);
+        self.preemption.observe_pod(&pod, pending);
         if newly_bound {
             self.on_pod_placed(&pod, now);
         }
-        if self.is_pending(&pod) {
+        if pending {
             if !self.cache.is_assumed(&u) {
                 self.queue.add(pod, now);
             }

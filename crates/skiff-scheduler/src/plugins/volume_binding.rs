@@ -29,12 +29,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::reflect::reflect;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -343,45 +343,14 @@ impl VolumeLister for Volumes {
     }
 }
 
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>, shutdown: CancellationToken) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + k8s_openapi::serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = stream.next() => match ev {
-                    Some(Ok(_)) => changed.notify_one(),
-                    Some(Err(e)) => tracing::debug!(error = %e, "volume watch failed; retrying"),
-                    None => return,
-                },
-            }
-        }
-    });
-    store
-}
-
 impl Volumes {
     /// Starts watching claims, volumes and classes until `shutdown`.
     pub fn start(client: kube::Client, shutdown: CancellationToken) -> Arc<Self> {
         let changed = Arc::new(Notify::new());
         Arc::new(Self {
-            claims: reflect(Api::all(client.clone()), changed.clone(), shutdown.clone()),
-            volumes: reflect(Api::all(client.clone()), changed.clone(), shutdown.clone()),
-            classes: reflect(Api::all(client.clone()), changed.clone(), shutdown),
+            claims: reflect(Api::all(client.clone()), Some(changed.clone()), shutdown.clone()),
+            volumes: reflect(Api::all(client.clone()), Some(changed.clone()), shutdown.clone()),
+            classes: reflect(Api::all(client.clone()), Some(changed.clone()), shutdown),
             changed,
             client,
         })

@@ -591,27 +591,7 @@ pub async fn set_nominated_node_name(client: &kube::Client, pod: &Pod, node: Opt
 /// Starts a watch cache of `policy/v1` PodDisruptionBudgets in all namespaces,
 /// until `shutdown`; watch failures are retried with backoff.
 pub fn watch_pdbs(client: kube::Client, shutdown: tokio_util::sync::CancellationToken) -> Store<PodDisruptionBudget> {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (store, writer) = reflector::store::<PodDisruptionBudget>();
-    let stream = watcher(Api::<PodDisruptionBudget>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ev = stream.next() => match ev {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::debug!(error = %e, "PodDisruptionBudget watch failed; retrying"),
-                    None => return,
-                },
-            }
-        }
-    });
-    store
+    crate::reflect::reflect(Api::all(client), None, shutdown)
 }
 
 #[cfg(test)]
